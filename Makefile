@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   - installs everything, runs configs/demo.json offline through real claude instances
+#   make test   - installs everything, runs the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install test demo lint typecheck bench clean
+
+install: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+# The pinned Claude Code CLI, project-local (never global): node_modules/.bin/claude
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	node_modules/.bin/claude --version
+	touch $@
+
+test: install
+	$(BIN)/ruff check coordinator runner tests bench scripts
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check coordinator runner tests bench scripts
+	$(BIN)/ruff format --check coordinator runner tests bench scripts
+
+typecheck: install
+	$(BIN)/mypy
+
+demo: install
+	$(BIN)/coordinator run --config configs/demo.json --offline
+
+bench: install
+	$(BIN)/python -m bench.stream_throughput
+	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.budget_latency
+	$(BIN)/python -m bench.db_writes
+	$(BIN)/python -m bench.barrier_release
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache
