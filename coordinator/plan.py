@@ -1,0 +1,254 @@
+"""Turn a validated config plus command-line overrides into a launch plan. Pure.
+
+The plan is everything a run (or a dry-run) needs to know before any process starts:
+argv, working directory, session UUID, launch offset, budgets and sync settings.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from coordinator.config.models import (
+    BudgetConfig,
+    BudgetMode,
+    Config,
+    InstanceConfig,
+    PermissionMode,
+    ScenarioConfig,
+    SyncConfig,
+    SyncMode,
+)
+from coordinator.schedule import stagger_offsets
+from coordinator.sessions import session_uuid
+from runner.argv import LaunchSpec, build_argv
+
+_T = TypeVar("_T")
+
+DEFAULT_PERMISSION_MODE = PermissionMode.ACCEPT_EDITS
+
+PROGRESS_INSTRUCTIONS = (
+    "You are one of several Claude Code instances run by a coordinator. "
+    "As you work, report progress on a line of its own as 'PROGRESS: NN%' "
+    "(NN from 0 to 100) whenever you finish a meaningful part of the task."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """Command-line overrides; None means 'take the config's value'."""
+
+    orchestration_id: str | None = None
+    workspace: Path | None = None
+    startup_delay: float | None = None
+    timeout: float | None = None
+    idle_timeout: float | None = None
+    status_report_interval: float | None = None
+    overall_token_budget: int | None = None
+    command_budgets: dict[str, int] = field(default_factory=dict)
+    overall_cost_budget: float | None = None
+    command_cost_budgets: dict[str, float] = field(default_factory=dict)
+    budget_mode: BudgetMode | None = None
+    sync_mode: SyncMode | None = None
+    permission_mode: PermissionMode | None = None
+    start_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedInstance:
+    index: int
+    name: str
+    description: str | None
+    command: str
+    slash_command: str | None
+    session_id: str
+    session_source: str  # "uuid", "name", "derived"
+    resume: bool
+    turns: tuple[str, ...]
+    workspace: Path
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    offset_s: float
+    permission_mode: PermissionMode
+    token_budget: int | None
+    cost_budget_usd: float | None
+    scenario: ScenarioConfig | None
+
+    @property
+    def streams_input(self) -> bool:
+        return len(self.turns) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    orchestration_id: str
+    config_source: str
+    workspace: Path
+    instances: tuple[PlannedInstance, ...]
+    budget: BudgetConfig
+    sync: SyncConfig
+    startup_delay: float
+    timeout: float | None
+    idle_timeout: float
+    status_report_interval: float
+    start_at: datetime | None
+    config: Config
+
+    @property
+    def uses_bypass(self) -> bool:
+        return any(i.permission_mode is PermissionMode.BYPASS for i in self.instances)
+
+    def by_name(self, name: str) -> PlannedInstance:
+        for inst in self.instances:
+            if inst.name == name:
+                return inst
+        raise KeyError(name)
+
+
+def new_orchestration_id(now: datetime) -> str:
+    return f"orch-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def build_plan(
+    config: Config,
+    options: RunOptions,
+    *,
+    claude_bin: str,
+    config_path: Path | None,
+    cwd: Path,
+    now: datetime,
+) -> RunPlan:
+    orch = config.orchestration
+    orchestration_id = options.orchestration_id or orch.id or new_orchestration_id(now)
+    base = config_path.parent if config_path is not None else cwd
+    if options.workspace is not None:
+        workspace = (cwd / options.workspace).resolve()
+    elif orch.workspace is not None:
+        workspace = (base / orch.workspace).resolve()
+    else:
+        workspace = cwd.resolve()
+    budget = _budget(orch.budget, options)
+    sync = (
+        orch.sync
+        if options.sync_mode is None
+        else orch.sync.model_copy(update={"mode": options.sync_mode})
+    )
+    startup_delay = _pick(options.startup_delay, orch.startup_delay)
+    offsets = stagger_offsets(len(config.instances), startup_delay)
+    names = config.instance_names()
+    instances = tuple(
+        _plan_instance(
+            i, names[i], inst, orchestration_id, workspace, offsets[i], options, config, claude_bin
+        )
+        for i, inst in enumerate(config.instances)
+    )
+    return RunPlan(
+        orchestration_id=orchestration_id,
+        config_source=str(config_path) if config_path else "<config>",
+        workspace=workspace,
+        instances=instances,
+        budget=budget,
+        sync=sync,
+        startup_delay=startup_delay,
+        timeout=_pick(options.timeout, orch.timeout),
+        idle_timeout=_pick(options.idle_timeout, orch.idle_timeout),
+        status_report_interval=_pick(options.status_report_interval, orch.status_report_interval),
+        start_at=options.start_at,
+        config=config,
+    )
+
+
+def _plan_instance(
+    index: int,
+    name: str,
+    inst: InstanceConfig,
+    orchestration_id: str,
+    workspace: Path,
+    offset: float,
+    options: RunOptions,
+    config: Config,
+    claude_bin: str,
+) -> PlannedInstance:
+    session_id = session_uuid(orchestration_id, name, inst.session_id)
+    if inst.session_id is None:
+        session_source = "derived"
+    elif session_id == inst.session_id.lower():
+        session_source = "uuid"
+    else:
+        session_source = "name"
+    permission = options.permission_mode or inst.permission_mode or DEFAULT_PERMISSION_MODE
+    turns = tuple(inst.turns)
+    system_prompt = _system_prompt(inst, config)
+    budget = config.orchestration.budget
+    cost_cap = inst.max_cost_usd
+    overall_cost = options.overall_cost_budget or budget.overall_cost_usd
+    if overall_cost is not None and (cost_cap is None or overall_cost < cost_cap):
+        cost_cap = overall_cost  # one instance alone can never exceed the overall budget
+    spec = LaunchSpec(
+        session_id=session_id,
+        prompt=turns[0] if len(turns) == 1 else None,
+        resume=inst.resumes,
+        permission_mode=permission.value,
+        allowed_tools=tuple(inst.allowed_tools) if inst.allowed_tools is not None else None,
+        disallowed_tools=(
+            tuple(inst.disallowed_tools) if inst.disallowed_tools is not None else None
+        ),
+        model=inst.model,
+        max_turns=inst.max_turns,
+        append_system_prompt=system_prompt,
+        max_budget_usd=cost_cap,
+    )
+    inst_ws = workspace if inst.workspace is None else (workspace / inst.workspace).resolve()
+    return PlannedInstance(
+        index=index,
+        name=name,
+        description=inst.description,
+        command=inst.command,
+        slash_command=inst.slash_command,
+        session_id=session_id,
+        session_source=session_source,
+        resume=inst.resumes,
+        turns=turns,
+        workspace=inst_ws,
+        argv=tuple(build_argv(claude_bin, spec)),
+        env={**config.orchestration.env, **inst.env},
+        offset_s=offset,
+        permission_mode=permission,
+        token_budget=inst.max_tokens_per_command,
+        cost_budget_usd=inst.max_cost_usd,
+        scenario=inst.scenario,
+    )
+
+
+def _system_prompt(inst: InstanceConfig, config: Config) -> str | None:
+    parts = []
+    if config.orchestration.progress_instructions:
+        parts.append(PROGRESS_INSTRUCTIONS)
+    if inst.append_system_prompt:
+        parts.append(inst.append_system_prompt)
+    return "\n\n".join(parts) or None
+
+
+def _budget(base: BudgetConfig, options: RunOptions) -> BudgetConfig:
+    update: dict[str, Any] = {}
+    if options.overall_token_budget is not None:
+        update["overall_tokens"] = options.overall_token_budget
+    if options.command_budgets:
+        update["command_budgets"] = {**base.command_budgets, **options.command_budgets}
+    if options.overall_cost_budget is not None:
+        update["overall_cost_usd"] = options.overall_cost_budget
+    if options.command_cost_budgets:
+        update["command_cost_budgets"] = {
+            **base.command_cost_budgets,
+            **options.command_cost_budgets,
+        }
+    if options.budget_mode is not None:
+        update["mode"] = options.budget_mode
+    return base.model_copy(update=update) if update else base
+
+
+def _pick(flag: _T | None, configured: _T) -> _T:
+    return configured if flag is None else flag

@@ -1,0 +1,28 @@
+"""Settings from ``COORDINATOR_*`` environment variables and ``.env``; CLI flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COORDINATOR_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    claude_bin: str | None = None
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("COORDINATOR_DATABASE_URL", "DATABASE_URL"),
+    )
+    state_dir: Path | None = None
+    log_file: Path | None = None
+    log_level: str = "info"
+    no_database: bool = False
+
+
+def load_settings() -> Settings:
+    return Settings()

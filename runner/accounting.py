@@ -1,0 +1,191 @@
+"""Exact live token accounting for one instance. Pure.
+
+Rules (../shared/reference/claude-cli.md, "Token accounting that is right"):
+
+* One API response produces several ``assistant`` lines with the same ``message.id`` and
+  the same usage: count input, cache creation and cache read once per message id.
+* The usage on those lines is the ``message_start`` snapshot, whose ``output_tokens`` is a
+  placeholder. The ``message_delta`` stream event carries the final output tokens of the
+  message opened by the preceding ``message_start``: it replaces the placeholder.
+* At ``result``, the run's usage and ``total_cost_usd`` replace the live sums (never add).
+  With stream-json input one process serves several turns, each ending with a ``result``;
+  ``result.usage`` and ``total_cost_usd`` are cumulative for the process, so the
+  reconciled totals are simply the latest result's figures plus whatever streamed since.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runner.events import (
+    ApiRetry,
+    Assistant,
+    Event,
+    MessageDelta,
+    MessageStart,
+    Result,
+    Usage,
+    UserToolResults,
+)
+from runner.pricing import estimate_cost
+
+PERMISSION_MARKERS = ("requested permissions", "permission to use", "haven't granted")
+
+
+@dataclass(slots=True)
+class _Message:
+    model: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_creation_tokens: int
+    final_output: bool = False
+
+
+@dataclass(slots=True)
+class Accountant:
+    """Feed it every event of one instance; read exact totals at any moment."""
+
+    result_usage_cumulative: bool = True
+    _messages: dict[str, _Message] = field(default_factory=dict)
+    _open: dict[str | None, str] = field(default_factory=dict)  # parent tool id -> msg id
+    _live: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    _at_result: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+    _reconciled: Usage = field(default_factory=Usage)
+    _cost_reported: float = 0.0
+    _unreported_ids: list[str] = field(default_factory=list)
+    _tool_names: dict[str, str] = field(default_factory=dict)
+    tool_calls: dict[str, int] = field(default_factory=dict)
+    permission_denials: dict[str, int] = field(default_factory=dict)
+    api_retries: dict[str, int] = field(default_factory=dict)
+    last_retry: ApiRetry | None = None
+    results: int = 0
+    num_turns: int = 0
+    last_result: Result | None = None
+    model: str | None = None
+
+    # ------------------------------------------------------------------ feeding
+    def feed(self, event: Event) -> bool:
+        """Account one event; True when the token totals changed."""
+        if isinstance(event, MessageStart):
+            self._open[event.parent_tool_use_id] = event.message_id
+            return self._register(event.message_id, event.model, event.usage)
+        if isinstance(event, MessageDelta):
+            msg_id = self._open.get(event.parent_tool_use_id)
+            return msg_id is not None and self._final_output(msg_id, event.output_tokens)
+        if isinstance(event, Assistant):
+            changed = False
+            if event.usage is not None and event.message_id:
+                changed = self._register(event.message_id, event.model, event.usage)
+            for tool in event.tool_uses:
+                if tool.id not in self._tool_names:
+                    self._tool_names[tool.id] = tool.name
+                    self.tool_calls[tool.name] = self.tool_calls.get(tool.name, 0) + 1
+            return changed
+        if isinstance(event, UserToolResults):
+            for res in event.results:
+                if res.is_error and any(m in res.text for m in PERMISSION_MARKERS):
+                    name = self._tool_names.get(res.tool_use_id, "?")
+                    self.permission_denials[name] = self.permission_denials.get(name, 0) + 1
+            return False
+        if isinstance(event, ApiRetry):
+            self.api_retries[event.error] = self.api_retries.get(event.error, 0) + 1
+            self.last_retry = event
+            return False
+        if isinstance(event, Result):
+            self._reconcile(event)
+            return True
+        return False
+
+    def _register(self, msg_id: str, model: str | None, usage: Usage) -> bool:
+        if msg_id in self._messages:
+            msg = self._messages[msg_id]
+            if not msg.final_output and usage.output_tokens > msg.output_tokens:
+                self._live[1] += usage.output_tokens - msg.output_tokens
+                msg.output_tokens = usage.output_tokens
+                return True
+            return False
+        self._messages[msg_id] = _Message(
+            model,
+            usage.input_tokens,
+            usage.output_tokens,
+            usage.cache_read_tokens,
+            usage.cache_creation_tokens,
+        )
+        self._unreported_ids.append(msg_id)
+        live = self._live
+        live[0] += usage.input_tokens
+        live[1] += usage.output_tokens
+        live[2] += usage.cache_read_tokens
+        live[3] += usage.cache_creation_tokens
+        if model:
+            self.model = model
+        return True
+
+    def _final_output(self, msg_id: str, output_tokens: int) -> bool:
+        msg = self._messages.get(msg_id)
+        if msg is None:
+            return False
+        self._live[1] += output_tokens - msg.output_tokens
+        msg.output_tokens = output_tokens
+        msg.final_output = True
+        return True
+
+    def _reconcile(self, result: Result) -> None:
+        self.results += 1
+        self.last_result = result
+        for denial in result.permission_denials:
+            if not self.permission_denials.get(denial.tool_name):
+                self.permission_denials[denial.tool_name] = 1
+        if self.result_usage_cumulative:
+            self._reconciled = result.usage
+            self.num_turns = result.num_turns
+            if result.total_cost_usd is not None:
+                self._cost_reported = result.total_cost_usd
+        else:
+            self._reconciled = self._reconciled + result.usage
+            self.num_turns += result.num_turns
+            if result.total_cost_usd is not None:
+                self._cost_reported += result.total_cost_usd
+        self._at_result = list(self._live)
+        self._unreported_ids.clear()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def usage(self) -> Usage:
+        """Exact totals now: the last reconciled result plus what streamed since."""
+        live, base = self._live, self._at_result
+        return self._reconciled + Usage(
+            live[0] - base[0], live[1] - base[1], live[2] - base[2], live[3] - base[3]
+        )
+
+    @property
+    def streamed_usage(self) -> Usage:
+        """The sum over every API response seen, deduplicated, without reconciliation."""
+        return Usage(*self._live)
+
+    @property
+    def cost_usd(self) -> float:
+        """The CLI's reported cost, plus a price-table estimate for unreported messages."""
+        estimate = 0.0
+        for msg_id in self._unreported_ids:
+            m = self._messages[msg_id]
+            estimate += estimate_cost(
+                m.model,
+                Usage(
+                    m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_creation_tokens
+                ),
+            )
+        return self._cost_reported + estimate
+
+    @property
+    def cost_is_estimate(self) -> bool:
+        return bool(self._unreported_ids) or self.results == 0
+
+    @property
+    def messages(self) -> int:
+        return len(self._messages)
+
+    @property
+    def tool_call_count(self) -> int:
+        return len(self._tool_names)
