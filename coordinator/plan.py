@@ -96,6 +96,7 @@ class RunPlan:
     status_report_interval: float
     start_at: datetime | None
     config: Config
+    create_workspaces: bool = False
 
     @property
     def uses_bypass(self) -> bool:
@@ -158,6 +159,7 @@ def build_plan(
         status_report_interval=_pick(options.status_report_interval, orch.status_report_interval),
         start_at=options.start_at,
         config=config,
+        create_workspaces=orch.create_workspaces,
     )
 
 

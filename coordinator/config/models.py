@@ -110,6 +110,7 @@ class OrchestrationConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     progress_instructions: bool = True
     isolate_config_dir: bool = False
+    create_workspaces: bool = False
 
 
 class InstanceConfig(_Strict):

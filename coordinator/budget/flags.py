@@ -1,0 +1,32 @@
+"""Parse budget flags: ``--command-budget "/cmd=N"``, ``--command-cost-budget "/cmd=1.5"``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+from coordinator.config.models import COMMAND_BUDGET_KEY_RE
+from coordinator.errors import UsageError
+
+N = TypeVar("N", int, float)
+
+
+def parse_command_budgets(
+    values: Iterable[str], flag: str, convert: Callable[[str], N]
+) -> dict[str, N]:
+    out: dict[str, N] = {}
+    for raw in values:
+        key, sep, number = raw.partition("=")
+        key, number = key.strip(), number.strip()
+        if not sep or not number:
+            raise UsageError(f"{flag} {raw!r}: expected '/command=N' (the number is missing)")
+        if not COMMAND_BUDGET_KEY_RE.match(key):
+            raise UsageError(f"{flag} {raw!r}: {key!r} is not a slash command like '/maketests'")
+        try:
+            value = convert(number)
+        except ValueError:
+            raise UsageError(f"{flag} {raw!r}: {number!r} is not a number") from None
+        if value <= 0:
+            raise UsageError(f"{flag} {raw!r}: the budget must be greater than 0")
+        out[key] = value
+    return out

@@ -1,0 +1,290 @@
+"""Command line: flags users of the existing orchestrator know, plus sync, database, claude.
+
+``coordinator run --config F`` is the main form; ``coordinator --dry-run --config F``,
+``coordinator --list-commands`` and ``coordinator --inspect-command /x`` work as top-level
+flags too. Every error the user can cause ends as one line on stderr and an exit code:
+2 for bad input, 1 for a run where an instance did not complete, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from coordinator import app
+from coordinator.budget.flags import parse_command_budgets
+from coordinator.config.models import BudgetMode, PermissionMode, SyncMode
+from coordinator.errors import CoordinatorError, UsageError
+from coordinator.logs import configure_logging
+from coordinator.plan import RunOptions
+from coordinator.schedule import parse_start_at
+from coordinator.settings import Settings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RUN_OPTIONS: list[Callable[[F], F]] = [
+    click.option(
+        "--config", "config_path", type=click.Path(path_type=Path), help="JSON instance config."
+    ),
+    click.option(
+        "--workspace",
+        type=click.Path(path_type=Path),
+        help="Directory the instances work in (default: config's, else cwd).",
+    ),
+    click.option(
+        "--output",
+        type=click.Path(path_type=Path),
+        help="Results JSON path (default: coordinator-results-<time>-<id>.json).",
+    ),
+    click.option(
+        "--output-format",
+        type=click.Choice(["stream-json"]),
+        default="stream-json",
+        show_default=True,
+        help="claude output format (stream-json is required for live accounting).",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Per-instance wall-clock limit, seconds.",
+    ),
+    click.option(
+        "--idle-timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Stop an instance that prints nothing for this many seconds.",
+    ),
+    click.option(
+        "--max-console-lines",
+        type=click.IntRange(min=0),
+        default=0,
+        help="Output lines shown per running instance in the status report.",
+    ),
+    click.option(
+        "--max-line-length",
+        type=click.IntRange(min=20),
+        default=120,
+        help="Clip shown output lines to this many characters.",
+    ),
+    click.option(
+        "--max-line-bytes",
+        type=click.IntRange(min=1024),
+        help="Skip (never fail on) stream lines larger than this; default no limit.",
+    ),
+    click.option("--quiet", is_flag=True, help="Errors and the final summary only."),
+    click.option(
+        "--startup-delay", type=click.FloatRange(min=0), help="Seconds between instance launches."
+    ),
+    click.option(
+        "--status-report-interval",
+        type=click.FloatRange(min=0, min_open=True),
+        help="Seconds between status reports.",
+    ),
+    click.option("--start-at", help="Start later: 2am, 14:30, 1h30m, 30m, ISO 8601."),
+    click.option("--overall-token-budget", type=click.IntRange(min=1)),
+    click.option(
+        "--command-budget",
+        "command_budgets",
+        multiple=True,
+        metavar="/CMD=N",
+        help="Token budget shared by instances running /CMD (repeatable).",
+    ),
+    click.option("--overall-cost-budget", type=click.FloatRange(min=0, min_open=True), help="USD."),
+    click.option(
+        "--command-cost-budget", "command_cost_budgets", multiple=True, metavar="/CMD=USD"
+    ),
+    click.option("--budget-enforcement-mode", type=click.Choice([m.value for m in BudgetMode])),
+    click.option("--disable-budget-visuals", is_flag=True),
+    click.option("--sync-mode", type=click.Choice([m.value for m in SyncMode])),
+    click.option(
+        "--permission-mode",
+        type=click.Choice([m.value for m in PermissionMode]),
+        help="Override every instance's permission mode.",
+    ),
+    click.option(
+        "--database-url",
+        help="Postgres DSN (else COORDINATOR_DATABASE_URL, "
+        "DATABASE_URL, else an embedded local server).",
+    ),
+    click.option("--no-db", "no_database", is_flag=True, help="Do not persist to Postgres."),
+    click.option("--claude-bin", help="Path of the claude executable."),
+    click.option("--orchestration-id"),
+    click.option(
+        "--offline",
+        is_flag=True,
+        help="Run against the project's scripted model server (no API key, no net).",
+    ),
+    click.option(
+        "--offline-script",
+        type=click.Path(path_type=Path),
+        help="Model-server script for --offline (default: built from scenarios).",
+    ),
+    click.option(
+        "--skip-command-check",
+        is_flag=True,
+        help="Do not check that slash commands exist before launching.",
+    ),
+    click.option("--json", "json_output", is_flag=True, help="Machine-readable output."),
+    click.option("--log-file", type=click.Path(path_type=Path)),
+]
+
+
+def run_options(func: F) -> F:
+    for option in reversed(RUN_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
+    if kw.get("config_path") is None:
+        raise UsageError("--config is required (a JSON instance config)")
+    start_at = None
+    if kw.get("start_at"):
+        start_at = parse_start_at(kw["start_at"], datetime.now().astimezone())
+    options = RunOptions(
+        orchestration_id=kw.get("orchestration_id"),
+        workspace=kw.get("workspace"),
+        startup_delay=kw.get("startup_delay"),
+        timeout=kw.get("timeout"),
+        idle_timeout=kw.get("idle_timeout"),
+        status_report_interval=kw.get("status_report_interval"),
+        overall_token_budget=kw.get("overall_token_budget"),
+        command_budgets=parse_command_budgets(
+            kw.get("command_budgets") or (), "--command-budget", int
+        ),
+        overall_cost_budget=kw.get("overall_cost_budget"),
+        command_cost_budgets=parse_command_budgets(
+            kw.get("command_cost_budgets") or (), "--command-cost-budget", float
+        ),
+        budget_mode=BudgetMode(kw["budget_enforcement_mode"])
+        if kw.get("budget_enforcement_mode")
+        else None,
+        sync_mode=SyncMode(kw["sync_mode"]) if kw.get("sync_mode") else None,
+        permission_mode=PermissionMode(kw["permission_mode"])
+        if kw.get("permission_mode")
+        else None,
+        start_at=start_at,
+    )
+    return app.RunRequest(
+        config_path=kw["config_path"],
+        options=options,
+        output=kw.get("output"),
+        dry_run=dry_run,
+        json_output=bool(kw.get("json_output")),
+        claude_bin=kw.get("claude_bin"),
+        database_url=kw.get("database_url"),
+        no_database=bool(kw.get("no_database")),
+        offline=bool(kw.get("offline")),
+        offline_script=kw.get("offline_script"),
+        quiet=bool(kw.get("quiet")),
+        budget_visuals=not kw.get("disable_budget_visuals"),
+        max_console_lines=kw.get("max_console_lines") or 0,
+        max_line_length=kw.get("max_line_length") or 120,
+        max_line_bytes=kw.get("max_line_bytes"),
+        skip_command_check=bool(kw.get("skip_command_check")),
+    )
+
+
+def _console() -> Console:
+    return Console(highlight=False)
+
+
+def _settings_and_logging(kw: dict[str, Any]) -> Settings:
+    settings = load_settings()
+    log_file = kw.get("log_file") or settings.log_file
+    configure_logging(log_file, settings.log_level)
+    return settings
+
+
+def _execute(kw: dict[str, Any], dry_run: bool) -> int:
+    settings = _settings_and_logging(kw)
+    req = _request(kw, dry_run)
+    console = _console()
+    if dry_run:
+        return app.dry_run(req, settings, console)
+    return asyncio.run(app.run(req, settings, console))
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dry-run", is_flag=True, help="Show exactly what would launch; launch nothing.")
+@click.option("--list-commands", is_flag=True, help="List the slash commands claude offers.")
+@click.option("--inspect-command", metavar="/NAME", help="Show one slash command in detail.")
+@run_options
+@click.pass_context
+def cli(
+    ctx: click.Context, dry_run: bool, list_commands: bool, inspect_command: str | None, **kw: Any
+) -> int:
+    """Run many Claude Code CLI instances in parallel, with exact live token accounting,
+    budgets, barriers and a Postgres progress store."""
+    if ctx.invoked_subcommand is not None:
+        return 0
+    if list_commands or inspect_command:
+        from coordinator.commands.cli import inspect_main, list_main
+
+        workspace = kw.get("workspace") or Path.cwd()
+        if inspect_command:
+            return inspect_main(inspect_command, workspace, bool(kw.get("json_output")))
+        return list_main(workspace, bool(kw.get("json_output")))
+    if dry_run:
+        return _execute(kw, dry_run=True)
+    if kw.get("config_path") is not None:
+        return _execute(kw, dry_run=False)
+    click.echo(ctx.get_help())
+    return 0
+
+
+@cli.command("run")
+@click.option("--dry-run", is_flag=True, help="Show exactly what would launch; launch nothing.")
+@run_options
+def run_cmd(dry_run: bool, **kw: Any) -> int:
+    """Launch every instance of a config and watch them to the end."""
+    return _execute(kw, dry_run=dry_run)
+
+
+@cli.command("doctor")
+@click.option("--json", "json_output", is_flag=True)
+@click.option("--claude-bin")
+@click.option("--database-url")
+@click.option("--config", "config_path", type=click.Path(path_type=Path))
+def doctor_cmd(
+    json_output: bool, claude_bin: str | None, database_url: str | None, config_path: Path | None
+) -> int:
+    """Check that this machine can run instances headless, and say how to fix what cannot."""
+    from coordinator.doctor import run_doctor
+
+    return run_doctor(
+        _console(),
+        load_settings(),
+        json_output=json_output,
+        claude_bin=claude_bin,
+        database_url=database_url,
+        config_path=config_path,
+    )
+
+
+def main() -> None:
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("coordinator: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        click.echo(f"coordinator: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code if exc.exit_code else 2)
+    except CoordinatorError as exc:
+        click.echo(f"coordinator: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("coordinator: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

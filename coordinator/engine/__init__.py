@@ -1,0 +1,1 @@
+"""The run engine: launches planned instances, watches them, stops them, reports."""

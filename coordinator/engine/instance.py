@@ -1,0 +1,348 @@
+"""Run one instance to the end: spawn, pump its stream through the pure core, feed turns,
+watch for timeouts, stop on request. Everything it learns goes into ``InstanceState`` and
+out through ``Hooks`` (budgets, database, barrier, status report)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from coordinator.engine.state import InstanceState, MilestoneHit, Status
+from runner.argv import user_turn_line
+from runner.events import (
+    Activity,
+    ApiRetry,
+    Assistant,
+    Event,
+    Result,
+    SystemInit,
+    UserToolResults,
+    parse_line,
+)
+from runner.framing import LineFramer
+from runner.process import InstanceProcess
+
+RETRY_LABELS = {
+    "authentication_failed": "auth error",
+    "rate_limit": "rate limited",
+    "overloaded": "API overloaded",
+    "server_error": "API server error",
+}
+
+
+class Hooks(Protocol):
+    def on_started(self, state: InstanceState) -> None: ...
+    def on_tokens(self, state: InstanceState) -> None: ...
+    def on_progress(self, state: InstanceState, crossed: list[int]) -> None: ...
+    def on_finished(self, state: InstanceState) -> None: ...
+    async def before_turn(self, state: InstanceState, index: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    timeout: float | None = None  # wall-clock limit per instance
+    idle_timeout: float = 300.0  # no output at all for this long
+    post_result_grace: float = 15.0  # exit expected this soon after the final result
+    stop_grace: float = 3.0  # SIGTERM -> SIGKILL
+    max_line_length: int = 200
+    max_console_lines: int = 20
+    max_line_bytes: int | None = None
+
+
+class InstanceRun:
+    def __init__(
+        self,
+        state: InstanceState,
+        env: Mapping[str, str],
+        hooks: Hooks,
+        limits: Limits,
+        guardian_track: Callable[[int], None] | None = None,
+    ) -> None:
+        self.state = state
+        self.env = env
+        self.hooks = hooks
+        self.limits = limits
+        self.proc: InstanceProcess | None = None
+        self._stop: tuple[Status, str] | None = None
+        self._stop_event = asyncio.Event()
+        self._result_event = asyncio.Event()
+        self._all_turns_done = False
+        self._framer = LineFramer(limits.max_line_bytes)
+        self._track = guardian_track
+
+    # ----------------------------------------------------------------- control
+    def request_stop(self, status: Status, reason: str) -> None:
+        if self._stop is None:
+            self._stop = (status, reason)
+            self._stop_event.set()
+
+    def suspend(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.suspend()
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            self.proc.resume()
+
+    # ----------------------------------------------------------------- main
+    async def run(self) -> None:
+        state = self.state
+        plan = state.plan
+        state.status = Status.STARTING
+        state.started_mono = time.monotonic()
+        state.started_unix = time.time()
+        try:
+            self.proc = await InstanceProcess.spawn(
+                plan.argv, cwd=plan.workspace, env=self.env, stdin_pipe=plan.streams_input
+            )
+        except FileNotFoundError:
+            missing = plan.workspace if not plan.workspace.is_dir() else plan.argv[0]
+            what = "workspace" if missing == plan.workspace else "claude executable"
+            self._finish(Status.FAILED, f"{what} not found: {missing}", exc_code=None)
+            return
+        except (PermissionError, NotADirectoryError) as exc:
+            self._finish(Status.FAILED, f"cannot start: {exc}", exc_code=None)
+            return
+        if self._track is not None:
+            self._track(self.proc.pgid)
+        state.pid = self.proc.pid
+        state.status = Status.RUNNING
+        state.last_event = "started"
+        state.last_activity_mono = time.monotonic()
+        self.hooks.on_started(state)
+        pump = asyncio.create_task(self._pump_stdout(), name=f"{plan.name}:stdout")
+        errs = asyncio.create_task(self._pump_stderr(), name=f"{plan.name}:stderr")
+        feeder = (
+            asyncio.create_task(self._feed_turns(), name=f"{plan.name}:turns")
+            if plan.streams_input
+            else None
+        )
+        watchdog = asyncio.create_task(self._watchdog(pump), name=f"{plan.name}:watchdog")
+        try:
+            await asyncio.wait({pump, watchdog}, return_when=asyncio.FIRST_COMPLETED)
+            if self._stop is not None:
+                await self.proc.stop(self.limits.stop_grace)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.proc.wait(), self.limits.post_result_grace)
+            await self.proc.reap()
+            await asyncio.wait_for(asyncio.gather(pump, errs, return_exceptions=True), 5.0)
+        except asyncio.CancelledError:
+            await asyncio.shield(self.proc.stop(self.limits.stop_grace))
+            raise
+        finally:
+            for task in (feeder, watchdog):
+                if task is not None and not task.done():
+                    task.cancel()
+            if self.proc.returncode is None:
+                await self.proc.stop(0.5)
+        self._conclude(self.proc.returncode)
+
+    # ----------------------------------------------------------------- stream
+    async def _pump_stdout(self) -> None:
+        assert self.proc is not None
+        framer = self._framer
+        state = self.state
+        while True:
+            chunk = await self.proc.read_stdout()
+            if not chunk:
+                break
+            state.bytes += len(chunk)
+            state.last_activity_mono = time.monotonic()
+            for line in framer.feed(chunk):
+                self._line(line)
+        tail = framer.finish()
+        if tail:
+            self._line(tail)
+        state.skipped_lines = framer.skipped_lines
+
+    def _line(self, line: bytes) -> None:
+        state = self.state
+        state.lines += 1
+        event = parse_line(line)
+        if event is None:
+            text = line.strip()
+            if text:
+                self._tail(state.output_tail, "[non-json] " + text[:500].decode(errors="replace"))
+            return
+        if isinstance(event, Activity):
+            return
+        self._event(event)
+
+    def _event(self, event: Event) -> None:
+        state = self.state
+        if state.accountant.feed(event):
+            self.hooks.on_tokens(state)
+        if isinstance(event, Assistant):
+            for text in event.texts:
+                for part in text.splitlines():
+                    if part.strip():
+                        self._tail(state.output_tail, part)
+                        state.last_event = self._clip(part)
+            for tool in event.tool_uses:
+                state.last_event = f"tool: {tool.name}"
+            self._progress(event)
+        elif isinstance(event, Result):
+            self._result(event)
+        elif isinstance(event, ApiRetry):
+            label = RETRY_LABELS.get(event.error, event.error.replace("_", " "))
+            state.last_event = f"{label}, retry {event.attempt}/{event.max_retries}"
+        elif isinstance(event, UserToolResults):
+            for name, count in state.accountant.permission_denials.items():
+                if count:
+                    state.last_event = f"permission denied: {name}"
+        elif isinstance(event, SystemInit):
+            state.init_version = event.claude_code_version
+            state.last_event = "initialised"
+
+    def _result(self, event: Result) -> None:
+        state = self.state
+        state.last_event = f"result: {event.subtype}" + (" (error)" if event.is_error else "")
+        if event.is_error:
+            state.error = self._result_error(event)
+        self._progress(event)
+        if state.accountant.results >= len(state.plan.turns) or event.is_error:
+            self._all_turns_done = True
+            if self.proc is not None:
+                self.proc.close_stdin()
+        self._result_event.set()
+
+    def _progress(self, event: Event) -> None:
+        state = self.state
+        if state.progress.feed(event):
+            self._milestones()
+
+    def _milestones(self) -> None:
+        state = self.state
+        crossed = state.milestones.crossed(state.progress.pct)
+        if crossed:
+            now_ms = int(time.time() * 1000)
+            for pct in crossed:
+                state.milestone_hits.append(MilestoneHit(pct, now_ms, state.duration_s()))
+        self.hooks.on_progress(state, crossed)
+
+    async def _pump_stderr(self) -> None:
+        assert self.proc is not None
+        framer = LineFramer(1 << 20)
+        while True:
+            chunk = await self.proc.read_stderr()
+            if not chunk:
+                break
+            for line in framer.feed(chunk):
+                text = line.decode(errors="replace").strip()
+                if text:
+                    self._tail(self.state.stderr_tail, text)
+
+    # ----------------------------------------------------------------- turns
+    async def _feed_turns(self) -> None:
+        assert self.proc is not None
+        state = self.state
+        for index, turn in enumerate(state.plan.turns):
+            if index > 0:
+                while state.accountant.results < index:
+                    self._result_event.clear()
+                    await self._result_event.wait()
+                if self._all_turns_done or self._stop is not None:
+                    return
+                await self.hooks.before_turn(state, index)
+                if self._stop is not None:
+                    return
+            if not await self.proc.write(user_turn_line(turn, state.plan.session_id)):
+                return
+            state.turns_sent += 1
+
+    # ----------------------------------------------------------------- watchdog
+    async def _watchdog(self, pump: asyncio.Task[None]) -> None:
+        state = self.state
+        limits = self.limits
+        while not pump.done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), 0.5)
+            if self._stop is not None:
+                return
+            now = time.monotonic()
+            if state.status is Status.WAITING:
+                continue
+            if limits.timeout is not None and state.duration_s(now) - state.waiting_s(now) > (
+                limits.timeout
+            ):
+                self.request_stop(Status.TIMEOUT, f"timed out after {limits.timeout:g}s")
+                return
+            idle = now - (state.last_activity_mono or now)
+            if self._all_turns_done and idle > limits.post_result_grace:
+                self.request_stop(Status.COMPLETED, "still running after its final result")
+                return
+            if idle > limits.idle_timeout:
+                self.request_stop(Status.TIMEOUT, f"no output for {limits.idle_timeout:g}s")
+                return
+
+    # ----------------------------------------------------------------- ending
+    def _conclude(self, code: int | None) -> None:
+        state = self.state
+        acct = state.accountant
+        if self._stop is not None:
+            status, reason = self._stop
+            if status is Status.COMPLETED and not self._completed_ok():
+                status = Status.FAILED
+            self._finish(status, reason if status is not Status.COMPLETED else None, code)
+            return
+        if self._completed_ok() and code == 0:
+            self._finish(Status.COMPLETED, None, code)
+            return
+        if state.error is None:
+            if code is not None and code < 0:
+                state.error = f"killed by {signal.Signals(-code).name}"
+            elif acct.results < len(state.plan.turns):
+                last = state.stderr_tail[-1] if state.stderr_tail else None
+                state.error = f"exited with code {code} before its result" + (
+                    f": {last}" if last else ""
+                )
+            else:
+                state.error = f"exited with code {code}"
+        self._finish(Status.FAILED, None, code)
+
+    def _completed_ok(self) -> bool:
+        acct = self.state.accountant
+        last = acct.last_result
+        return acct.results >= len(self.state.plan.turns) and last is not None and not last.is_error
+
+    def _finish(self, status: Status, reason: str | None, exc_code: int | None) -> None:
+        state = self.state
+        state.status = status
+        state.exit_code = exc_code
+        if reason:
+            state.reason = reason
+            if status is not Status.COMPLETED:
+                state.last_event = reason
+        if status is Status.COMPLETED:
+            if state.progress.complete():
+                self._milestones()
+            state.last_event = "completed"
+        if state.ended_mono is None:
+            state.ended_mono = time.monotonic()
+            state.ended_unix = time.time()
+        if status is Status.FAILED and state.error:
+            state.last_event = self._clip(state.error)
+        self.hooks.on_finished(state)
+
+    @staticmethod
+    def _result_error(event: Result) -> str:
+        parts = [event.subtype]
+        if event.api_error_status:
+            parts.append(f"API {event.api_error_status}")
+        if event.text:
+            parts.append(event.text.splitlines()[0][:200])
+        return ": ".join(parts)
+
+    def _clip(self, text: str) -> str:
+        limit = self.limits.max_line_length
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    def _tail(self, tail: deque[str], text: str) -> None:
+        tail.append(self._clip(text))

@@ -1,0 +1,261 @@
+"""Run a whole plan: staggered launches, live budgets, signals, the status report, results.
+
+Failure isolation: each instance is its own task with its own process group; nothing one
+instance does (crash, garbage, hang, API retry storm) blocks the loop the others share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import structlog
+
+from coordinator.budget.rules import Budget, BudgetBook, BudgetEvent, BudgetScope, budgets_from_plan
+from coordinator.config.models import BudgetMode
+from coordinator.engine.instance import InstanceRun, Limits
+from coordinator.engine.sink import NullSink, RunSink
+from coordinator.engine.state import InstanceState, MilestoneHit, Status
+from coordinator.plan import PlannedInstance, RunPlan
+from runner.accounting import Accountant
+from runner.guardian import Guardian
+from runner.process import become_subreaper
+from runner.progress import MilestoneTracker, ProgressTracker
+
+log = structlog.get_logger("coordinator.engine")
+
+CHILD_ENV_DEFAULTS = {
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+    "DISABLE_AUTOUPDATER": "1",
+}
+CHILD_ENV_REMOVE = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+
+
+def child_env(
+    base: Mapping[str, str],
+    inst: PlannedInstance,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The coordinator's environment, minus the nested-session guard, plus the config's."""
+    env = {k: v for k, v in base.items() if k not in CHILD_ENV_REMOVE}
+    for key, value in CHILD_ENV_DEFAULTS.items():
+        env.setdefault(key, value)
+    if extra:
+        env.update(extra)
+    env.update(inst.env)
+    return env
+
+
+@dataclass(slots=True)
+class RunOutcome:
+    orchestration_id: str
+    started_unix: float
+    ended_unix: float
+    states: list[InstanceState]
+    budgets: BudgetBook
+    interrupted: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 0 if all(s.status is Status.COMPLETED for s in self.states) else 1
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        plan: RunPlan,
+        *,
+        base_env: Mapping[str, str],
+        limits: Limits,
+        sink: RunSink | None = None,
+        instance_env: Callable[[PlannedInstance], Mapping[str, str]] | None = None,
+        on_note: Callable[[str], None] | None = None,
+        guardian: bool = True,
+    ) -> None:
+        self.plan = plan
+        self.base_env = base_env
+        self.limits = limits
+        self.sink: RunSink = sink or NullSink()
+        self.instance_env = instance_env
+        self.on_note = on_note
+        self.budgets = budgets_from_plan(plan)
+        self.block = plan.budget.mode is BudgetMode.BLOCK
+        self.states: dict[str, InstanceState] = {
+            inst.name: InstanceState(
+                plan=inst,
+                accountant=Accountant(),
+                progress=ProgressTracker(total_steps=max(1, len(inst.turns))),
+                milestones=MilestoneTracker(tuple(plan.sync.milestones)),
+                output_tail=deque(maxlen=limits.max_console_lines),
+                stderr_tail=deque(maxlen=limits.max_console_lines),
+            )
+            for inst in plan.instances
+        }
+        self.runs: dict[str, InstanceRun] = {}
+        self.notes: list[str] = []
+        self.cancelled: str | None = None
+        self._cancel_event = asyncio.Event()
+        self._use_guardian = guardian
+        self._guardian: Guardian | None = None
+        self.started_mono = time.monotonic()
+        self.started_unix = time.time()
+
+    # ------------------------------------------------------------------ public
+    async def run(self) -> RunOutcome:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.cancel, f"interrupted by {sig.name}")
+        become_subreaper()
+        if self._use_guardian:
+            self._guardian = Guardian()
+        try:
+            await self.sink.open(self.plan, socket.gethostname())
+            self.started_mono = time.monotonic()
+            self.started_unix = time.time()
+            tasks = [
+                asyncio.create_task(self._launch(inst), name=f"launch:{inst.name}")
+                for inst in self.plan.instances
+            ]
+            await asyncio.gather(*tasks)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            if self._guardian is not None:
+                await asyncio.to_thread(self._guardian.close)
+        return RunOutcome(
+            orchestration_id=self.plan.orchestration_id,
+            started_unix=self.started_unix,
+            ended_unix=time.time(),
+            states=list(self.states.values()),
+            budgets=self.budgets,
+            interrupted=self.cancelled is not None,
+            notes=self.notes,
+        )
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if self.cancelled is not None:
+            return
+        self.cancelled = reason
+        self._cancel_event.set()
+        self._note(f"{reason}: stopping every instance")
+        for run in self.runs.values():
+            run.request_stop(Status.CANCELLED, reason)
+
+    # ------------------------------------------------------------------ launching
+    async def _launch(self, inst: PlannedInstance) -> None:
+        state = self.states[inst.name]
+        delay = self.started_mono + inst.offset_s - time.monotonic()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cancel_event.wait(), delay)
+        if self.cancelled is not None:
+            self._end_unlaunched(state, Status.CANCELLED, f"not launched: {self.cancelled}")
+            return
+        if state.status is Status.SKIPPED:
+            return
+        if self.block:
+            spent = self.budgets.spent_for(inst.name)
+            if spent is not None:
+                self._skip_state(state, spent)
+                return
+        extra = self.instance_env(inst) if self.instance_env else None
+        run = InstanceRun(
+            state,
+            child_env(self.base_env, inst, extra),
+            self,
+            self.limits,
+            guardian_track=self._guardian.track_group if self._guardian else None,
+        )
+        self.runs[inst.name] = run
+        await run.run()
+
+    def _end_unlaunched(self, state: InstanceState, status: Status, reason: str) -> None:
+        state.status = status
+        state.reason = reason
+        state.last_event = reason
+        self.sink.instance_changed(state)
+
+    # ------------------------------------------------------------------ hooks
+    def on_started(self, state: InstanceState) -> None:
+        log.info("instance started", instance=state.name, pid=state.pid)
+        self.sink.instance_changed(state)
+
+    def on_tokens(self, state: InstanceState) -> None:
+        acct = state.accountant
+        events = self.budgets.update(state.name, acct.usage, acct.cost_usd)
+        for event in events:
+            self._budget_event(state, event)
+        self.sink.instance_changed(state)
+
+    def on_progress(self, state: InstanceState, crossed: list[int]) -> None:
+        for hit in state.milestone_hits[-len(crossed) :] if crossed else ():
+            self.sink.milestone(state, hit, f"{hit.pct}%")
+        self.sink.instance_changed(state)
+
+    def on_finished(self, state: InstanceState) -> None:
+        log.info(
+            "instance finished",
+            instance=state.name,
+            status=state.status.value,
+            exit_code=state.exit_code,
+            tokens=state.accountant.usage.total,
+            error=state.error,
+        )
+        if state.status is Status.COMPLETED:
+            at_ms = int((state.ended_unix or time.time()) * 1000)
+            self.sink.milestone(state, MilestoneHit(100, at_ms, state.duration_s()), "completed")
+        self.sink.instance_changed(state)
+
+    async def before_turn(self, state: InstanceState, index: int) -> None:
+        return None
+
+    # ------------------------------------------------------------------ budgets
+    def _budget_event(self, state: InstanceState, event: BudgetEvent) -> None:
+        message = event.message()
+        if event.exceeded and self.block:
+            self._block(event.budget, event.instance)
+            return
+        if message not in state.budget_notes:
+            state.budget_notes.append(message)
+        self._note(("budget warning: " if not event.exceeded else "budget exceeded: ") + message)
+
+    def _block(self, budget: Budget, crossing: str) -> None:
+        reason = f"blocked: {budget.describe_limit()} exceeded"
+        self._note(reason + f" (crossed by {crossing})")
+        members = (
+            list(self.states) if budget.scope is BudgetScope.OVERALL else sorted(budget.members)
+        )
+        for name in members:
+            state = self.states[name]
+            run = self.runs.get(name)
+            if run is not None and not state.status.finished:
+                if name not in budget.blocked:
+                    budget.blocked.append(name)
+                run.request_stop(Status.BLOCKED, reason)
+            elif state.status is Status.PENDING:
+                self._skip_state(state, budget)
+
+    def _skip_state(self, state: InstanceState, budget: Budget) -> None:
+        if state.status is Status.SKIPPED:
+            return
+        if state.name not in budget.skipped:
+            budget.skipped.append(state.name)
+        self._end_unlaunched(state, Status.SKIPPED, f"skipped: {budget.describe_limit()} spent")
+
+    # ------------------------------------------------------------------ notes
+    def _note(self, text: str) -> None:
+        stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
+        self.notes.append(f"{stamp} {text}")
+        log.warning(text)
+        if self.on_note is not None:
+            self.on_note(text)

@@ -1,0 +1,1 @@
+"""The status report: one table built from live state or from database rows."""
