@@ -41,7 +41,14 @@ def _alive(
 
 
 def reap(groups: set[int], procs: set[tuple[int, float]], grace: float = GRACE_S) -> int:
-    """Stop everything tracked; returns how many groups/processes were still alive."""
+    """Stop everything tracked, and every descendant of a group leader still alive (found
+    now, so a process that left its group moments ago is not missed); returns how many
+    groups/processes were still alive."""
+    from runner.process import descendants_by_leader
+
+    procs = set(procs)
+    for idents in descendants_by_leader(groups).values():
+        procs |= {(i.pid, i.create_time) for i in idents}
     live_groups, live_procs = _alive(groups, procs)
     count = len(live_groups) + len(live_procs)
     for sig in (signal.SIGCONT, signal.SIGTERM):

@@ -72,6 +72,27 @@ class ProcessTree:
         return out
 
 
+def descendants_by_leader(leaders: set[int]) -> dict[int, set[ProcIdentity]]:
+    """One pass over the process table: every descendant of each leader."""
+    children: dict[int, list[tuple[int, float]]] = {}
+    for proc in psutil.process_iter(["ppid", "create_time"]):
+        info = proc.info
+        if info["ppid"] is not None and info["create_time"] is not None:
+            children.setdefault(info["ppid"], []).append((proc.pid, info["create_time"]))
+    out: dict[int, set[ProcIdentity]] = {}
+    for leader in leaders:
+        found: set[ProcIdentity] = set()
+        stack = [leader]
+        while stack:
+            for pid, created in children.get(stack.pop(), ()):
+                ident = ProcIdentity(pid, created)
+                if ident not in found:
+                    found.add(ident)
+                    stack.append(pid)
+        out[leader] = found
+    return out
+
+
 class InstanceProcess:
     """A running claude (or stand-in) process: spawn, read, write turns, suspend, stop."""
 

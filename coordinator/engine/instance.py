@@ -320,6 +320,8 @@ class InstanceRun:
             state.reason = reason
             if status is not Status.COMPLETED:
                 state.last_event = reason
+            if status is Status.FAILED and state.error is None:
+                state.error = reason
         if status is Status.COMPLETED:
             if state.progress.complete():
                 self._milestones()

@@ -26,7 +26,7 @@ from coordinator.engine.state import InstanceState, MilestoneHit, Status
 from coordinator.plan import PlannedInstance, RunPlan
 from runner.accounting import Accountant
 from runner.guardian import Guardian
-from runner.process import become_subreaper
+from runner.process import become_subreaper, descendants_by_leader
 from runner.progress import MilestoneTracker, ProgressTracker
 
 log = structlog.get_logger("coordinator.engine")
@@ -126,7 +126,11 @@ class Orchestrator:
                 asyncio.create_task(self._launch(inst), name=f"launch:{inst.name}")
                 for inst in self.plan.instances
             ]
-            await asyncio.gather(*tasks)
+            scanner = asyncio.create_task(self._scan_descendants(), name="descendants")
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                scanner.cancel()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -184,6 +188,26 @@ class Orchestrator:
         state.reason = reason
         state.last_event = reason
         self.sink.instance_changed(state)
+
+    async def _scan_descendants(self, interval: float = 1.0) -> None:
+        """Record every process each instance starts, even one that leaves the instance's
+        process group or session, so that stopping (or the guardian, if the coordinator
+        dies) can reach it."""
+        while True:
+            await asyncio.sleep(interval)
+            procs = {
+                run.proc.pid: run.proc
+                for run in self.runs.values()
+                if run.proc is not None and run.proc.returncode is None
+            }
+            if not procs:
+                continue
+            found = await asyncio.to_thread(descendants_by_leader, set(procs))
+            for leader, idents in found.items():
+                procs[leader].tree.seen |= idents
+                if self._guardian is not None:
+                    for ident in idents:
+                        self._guardian.track_process(ident.pid, ident.create_time)
 
     # ------------------------------------------------------------------ hooks
     def on_started(self, state: InstanceState) -> None:
