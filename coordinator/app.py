@@ -85,9 +85,7 @@ def preflight(
     if plan.create_workspaces and not dry_run:
         for inst in plan.instances:
             inst.workspace.mkdir(parents=True, exist_ok=True)
-    missing = [
-        i for i in plan.instances if not i.workspace.is_dir() and not plan.create_workspaces
-    ]
+    missing = [i for i in plan.instances if not i.workspace.is_dir() and not plan.create_workspaces]
     if missing:
         inst = missing[0]
         raise PreflightError(f"instance {inst.name}: workspace {inst.workspace} does not exist")

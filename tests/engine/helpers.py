@@ -31,21 +31,35 @@ async def run_replay(
     limits: Limits | None = None,
     options: RunOptions | None = None,
 ) -> tuple[Orchestrator, RunOutcome]:
-    config = parse_config({
-        "orchestration": {"startup_delay": 0, "progress_instructions": False,
-                          **(orchestration or {})},
-        "instances": instances,
-    })
-    plan = build_plan(config, options or RunOptions(orchestration_id="t"), claude_bin=REPLAY,
-                      config_path=None, cwd=tmp_path, now=datetime.now(UTC))
-    paths = {name: write_script(tmp_path / f"{name}.script.json", steps)
-             for name, steps in scripts.items()}
+    config = parse_config(
+        {
+            "orchestration": {
+                "startup_delay": 0,
+                "progress_instructions": False,
+                **(orchestration or {}),
+            },
+            "instances": instances,
+        }
+    )
+    plan = build_plan(
+        config,
+        options or RunOptions(orchestration_id="t"),
+        claude_bin=REPLAY,
+        config_path=None,
+        cwd=tmp_path,
+        now=datetime.now(UTC),
+    )
+    paths = {
+        name: write_script(tmp_path / f"{name}.script.json", steps)
+        for name, steps in scripts.items()
+    }
 
     def env(inst: PlannedInstance) -> dict[str, str]:
         return {"REPLAY_SCRIPT": str(paths[inst.name])}
 
-    orch = Orchestrator(plan, base_env=dict(os.environ), limits=limits or Limits(),
-                        instance_env=env)
+    orch = Orchestrator(
+        plan, base_env=dict(os.environ), limits=limits or Limits(), instance_env=env
+    )
     return orch, await orch.run()
 
 

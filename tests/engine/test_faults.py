@@ -26,7 +26,7 @@ async def test_garbage_unknown_events_and_huge_line_are_survived(tmp_path: Path)
         *stream(api_response("m1", 100, 20, cr=5, cc=7)),
         result(usage(100, 20, 5, 7), cost=0.25).decode().rstrip("\n"),
     ]
-    orch, outcome = await run_replay(
+    _orch, outcome = await run_replay(
         tmp_path,
         [{"command": "go", "name": "a"}],
         {"a": [{"lines": lines[:4]}, {"bytes": 50 << 20}, {"lines": lines[4:]}]},
@@ -41,7 +41,7 @@ async def test_garbage_unknown_events_and_huge_line_are_survived(tmp_path: Path)
 
 async def test_exit_codes_signals_and_truncated_stream(tmp_path: Path) -> None:
     partial = stream(api_response("m1", 10, 5))
-    orch, outcome = await run_replay(
+    _orch, outcome = await run_replay(
         tmp_path,
         [{"command": "go", "name": n} for n in ("exits", "killed", "cut", "fine")],
         {
@@ -66,12 +66,12 @@ async def test_timeout_and_idle_stop_the_group_and_its_grandchildren(tmp_path: P
     seen: list[int] = []
 
     async def watch() -> None:  # the grandchildren must really have run
-        while len(alive_cmdlines(tag)) < 2:
+        while len(alive_cmdlines(tag)) < 2:  # noqa: ASYNC110 - foreign processes: poll
             await asyncio.sleep(0.05)
         seen.append(len(alive_cmdlines(tag)))
 
     watcher = asyncio.create_task(asyncio.wait_for(watch(), 20))
-    orch, outcome = await run_replay(
+    _orch, outcome = await run_replay(
         tmp_path,
         [{"command": "go", "name": "hangs"}, {"command": "go", "name": "silent"}],
         {
@@ -96,7 +96,7 @@ async def test_timeout_and_idle_stop_the_group_and_its_grandchildren(tmp_path: P
 
 async def test_one_failure_does_not_stop_the_others(tmp_path: Path) -> None:
     good = [*stream(api_response("m1", 3, 4)), result(usage(3, 4)).decode().rstrip()]
-    orch, outcome = await run_replay(
+    _orch, outcome = await run_replay(
         tmp_path,
         [{"command": "go", "name": "bad"}, {"command": "go", "name": "good"}],
         {"bad": [{"exit": 1}], "good": [{"sleep": 0.3}, {"lines": good}]},
@@ -108,10 +108,12 @@ async def test_one_failure_does_not_stop_the_others(tmp_path: Path) -> None:
 
 async def test_missing_workspace_fails_that_instance_only(tmp_path: Path) -> None:
     good = [*stream(api_response("m1", 3, 4)), result(usage(3, 4)).decode().rstrip()]
-    orch, outcome = await run_replay(
+    _orch, outcome = await run_replay(
         tmp_path,
-        [{"command": "go", "name": "nows", "workspace": "does/not/exist"},
-         {"command": "go", "name": "good"}],
+        [
+            {"command": "go", "name": "nows", "workspace": "does/not/exist"},
+            {"command": "go", "name": "good"},
+        ],
         {"nows": [], "good": [{"lines": good}]},
     )
     by = {s.name: s for s in outcome.states}

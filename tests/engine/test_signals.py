@@ -27,29 +27,51 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def start(tmp_path: Path, names: list[str], startup_delay: float, tag: str) -> tuple[
-        subprocess.Popen[bytes], Path, list[Path]]:
+def start(
+    tmp_path: Path, names: list[str], startup_delay: float, tag: str
+) -> tuple[subprocess.Popen[bytes], Path, list[Path]]:
     markers = [tmp_path / f"{n}.started" for n in names]
     instances = []
     for name, marker in zip(names, markers, strict=True):
-        script = write_script(tmp_path / f"{name}.replay.json", [
-            {"spawn": sleeper(tag)},
-            {"spawn": sleeper(tag), "new_session": True},
-            {"marker": str(marker)},
-            {"sleep": 600},
-        ])
+        script = write_script(
+            tmp_path / f"{name}.replay.json",
+            [
+                {"spawn": sleeper(tag)},
+                {"spawn": sleeper(tag), "new_session": True},
+                {"marker": str(marker)},
+                {"sleep": 600},
+            ],
+        )
         instances.append({"command": "work", "name": name, "env": {"REPLAY_SCRIPT": str(script)}})
     config = tmp_path / "coordinator-config.json"
-    config.write_text(json.dumps({
-        "orchestration": {"startup_delay": startup_delay, "progress_instructions": False},
-        "instances": instances,
-    }))
+    config.write_text(
+        json.dumps(
+            {
+                "orchestration": {"startup_delay": startup_delay, "progress_instructions": False},
+                "instances": instances,
+            }
+        )
+    )
     output = tmp_path / "results.json"
     proc = subprocess.Popen(
-        [*COORDINATOR, "run", "--config", str(config), "--claude-bin", REPLAY, "--no-db",
-         "--output", str(output), "--workspace", str(tmp_path), "--status-report-interval",
-         "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            *COORDINATOR,
+            "run",
+            "--config",
+            str(config),
+            "--claude-bin",
+            REPLAY,
+            "--no-db",
+            "--output",
+            str(output),
+            "--workspace",
+            str(tmp_path),
+            "--status-report-interval",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
         env={**os.environ, "NO_COLOR": "1"},
     )
     return proc, output, markers

@@ -37,35 +37,106 @@ def api_response(
     snapshot usage, output a placeholder 1), then message_delta with the final output."""
     snap = usage(inp, 1, cr, cc)
     lines = [
-        line({"type": "stream_event", "event": {"type": "message_start", "message": {
-            "id": msg_id, "model": model, "usage": snap}}, "session_id": session,
-            "parent_tool_use_id": None}),
+        line(
+            {
+                "type": "stream_event",
+                "event": {
+                    "type": "message_start",
+                    "message": {"id": msg_id, "model": model, "usage": snap},
+                },
+                "session_id": session,
+                "parent_tool_use_id": None,
+            }
+        ),
     ]
     blocks: list[dict[str, Any]] = [{"type": "text", "text": t} for t in texts]
-    blocks += [{"type": "tool_use", "id": tid, "name": name, "input": inp_}
-               for tid, name, inp_ in tools]
+    blocks += [
+        {"type": "tool_use", "id": tid, "name": name, "input": inp_} for tid, name, inp_ in tools
+    ]
     for block in blocks:
-        lines.append(line({"type": "stream_event", "event": {"type": "content_block_delta",
-                     "index": 0, "delta": {"type": "text_delta", "text": "x"}},
-                     "session_id": session, "parent_tool_use_id": None}))
-        lines.append(line({"type": "assistant", "message": {"id": msg_id, "model": model,
-                     "role": "assistant", "content": [block], "usage": snap},
-                     "parent_tool_use_id": None, "session_id": session}))
-    lines.append(line({"type": "stream_event", "event": {"type": "message_delta", "delta": {
-        "stop_reason": "tool_use" if tools else "end_turn"}, "usage": {"output_tokens": out}},
-        "session_id": session, "parent_tool_use_id": None}))
+        lines.append(
+            line(
+                {
+                    "type": "stream_event",
+                    "event": {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": "x"},
+                    },
+                    "session_id": session,
+                    "parent_tool_use_id": None,
+                }
+            )
+        )
+        lines.append(
+            line(
+                {
+                    "type": "assistant",
+                    "message": {
+                        "id": msg_id,
+                        "model": model,
+                        "role": "assistant",
+                        "content": [block],
+                        "usage": snap,
+                    },
+                    "parent_tool_use_id": None,
+                    "session_id": session,
+                }
+            )
+        )
+    lines.append(
+        line(
+            {
+                "type": "stream_event",
+                "event": {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use" if tools else "end_turn"},
+                    "usage": {"output_tokens": out},
+                },
+                "session_id": session,
+                "parent_tool_use_id": None,
+            }
+        )
+    )
     return lines
 
 
-def result(total: dict[str, int], *, cost: float = 0.01, turns: int = 1,
-           is_error: bool = False, subtype: str = "success") -> bytes:
-    return line({"type": "result", "subtype": subtype, "is_error": is_error, "num_turns": turns,
-                 "duration_ms": 10, "session_id": "s", "total_cost_usd": cost, "usage": total,
-                 "modelUsage": {}, "permission_denials": []})
+def result(
+    total: dict[str, int],
+    *,
+    cost: float = 0.01,
+    turns: int = 1,
+    is_error: bool = False,
+    subtype: str = "success",
+) -> bytes:
+    return line(
+        {
+            "type": "result",
+            "subtype": subtype,
+            "is_error": is_error,
+            "num_turns": turns,
+            "duration_ms": 10,
+            "session_id": "s",
+            "total_cost_usd": cost,
+            "usage": total,
+            "modelUsage": {},
+            "permission_denials": [],
+        }
+    )
 
 
 def init() -> bytes:
-    return line({"type": "system", "subtype": "init", "session_id": "s", "model": "m",
-                 "cwd": "/", "tools": ["Bash"], "slash_commands": ["compact"],
-                 "permissionMode": "acceptEdits", "claude_code_version": "2.1.329",
-                 "apiKeySource": "ANTHROPIC_API_KEY"})
+    return line(
+        {
+            "type": "system",
+            "subtype": "init",
+            "session_id": "s",
+            "model": "m",
+            "cwd": "/",
+            "tools": ["Bash"],
+            "slash_commands": ["compact"],
+            "permissionMode": "acceptEdits",
+            "claude_code_version": "2.1.329",
+            "apiKeySource": "ANTHROPIC_API_KEY",
+        }
+    )

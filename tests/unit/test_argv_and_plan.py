@@ -106,8 +106,9 @@ def test_dry_run_masks_secrets_and_warns_about_bypass(tmp_path: Path) -> None:
 
 def test_clear_history_starts_fresh_session_even_when_resuming(tmp_path: Path) -> None:
     sid = str(uuid.uuid4())
-    data = {"instances": [{"command": "x", "session_id": sid, "resume": True,
-                           "clear_history": True}]}
+    data = {
+        "instances": [{"command": "x", "session_id": sid, "resume": True, "clear_history": True}]
+    }
     inst = plan_of(data, tmp_path).instances[0]
     assert not inst.resume and "--session-id" in inst.argv
     data["instances"][0]["clear_history"] = False  # type: ignore[index]

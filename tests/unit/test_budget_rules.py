@@ -14,16 +14,24 @@ from runner.events import Usage
 
 
 def book_for(budget: dict[str, object], tmp_path: Path):  # type: ignore[no-untyped-def]
-    config = parse_config({
-        "orchestration": {"budget": budget},
-        "instances": [
-            {"command": "/a one", "name": "a1", "max_tokens_per_command": 1000},
-            {"command": "/a two", "name": "a2"},
-            {"command": "/b", "name": "b1"},
-        ],
-    })
-    plan = build_plan(config, RunOptions(), claude_bin="claude", config_path=None,
-                      cwd=tmp_path, now=datetime.now(UTC))
+    config = parse_config(
+        {
+            "orchestration": {"budget": budget},
+            "instances": [
+                {"command": "/a one", "name": "a1", "max_tokens_per_command": 1000},
+                {"command": "/a two", "name": "a2"},
+                {"command": "/b", "name": "b1"},
+            ],
+        }
+    )
+    plan = build_plan(
+        config,
+        RunOptions(),
+        claude_bin="claude",
+        config_path=None,
+        cwd=tmp_path,
+        now=datetime.now(UTC),
+    )
     return plan, budgets_from_plan(plan)
 
 
@@ -65,4 +73,6 @@ def test_command_budget_flag_errors(raw: str) -> None:
 
 def test_command_budget_flag_ok() -> None:
     assert parse_command_budgets(["/x=5", " /y = 7 "], "--command-budget", int) == {
-        "/x": 5, "/y": 7}
+        "/x": 5,
+        "/y": 7,
+    }

@@ -40,22 +40,45 @@ def test_existing_format_is_accepted_unchanged() -> None:
 @pytest.mark.parametrize(
     ("data", "path", "fragment"),
     [
-        ({"instances": [{"command": "x", "permission_mode": "yolo"}]},
-         "instances[0].permission_mode", "'yolo'"),
-        ({"instances": [{"command": "x"}], "orchestration": {"sync": {"mode": "sometimes"}}},
-         "orchestration.sync.mode", "'sometimes'"),
-        ({"instances": [{"command": "x"}], "orchestration": {"budget": {"overall_tokens": -1}}},
-         "orchestration.budget.overall_tokens", "-1"),
-        ({"instances": [{"command": "x", "name": "a"}, {"command": "y", "name": "a"}]},
-         "instances[1].name", "duplicate"),
-        ({"instances": [{"command": "x", "session_id": "not a uuid!"}]},
-         "instances[0].session_id", "UUID"),
+        (
+            {"instances": [{"command": "x", "permission_mode": "yolo"}]},
+            "instances[0].permission_mode",
+            "'yolo'",
+        ),
+        (
+            {"instances": [{"command": "x"}], "orchestration": {"sync": {"mode": "sometimes"}}},
+            "orchestration.sync.mode",
+            "'sometimes'",
+        ),
+        (
+            {"instances": [{"command": "x"}], "orchestration": {"budget": {"overall_tokens": -1}}},
+            "orchestration.budget.overall_tokens",
+            "-1",
+        ),
+        (
+            {"instances": [{"command": "x", "name": "a"}, {"command": "y", "name": "a"}]},
+            "instances[1].name",
+            "duplicate",
+        ),
+        (
+            {"instances": [{"command": "x", "session_id": "not a uuid!"}]},
+            "instances[0].session_id",
+            "UUID",
+        ),
         ({"instances": [{"name": "no-command"}]}, "instances[0].command", "missing"),
-        ({"instances": [{"command": "x", "colour": "red"}]}, "instances[0].colour",
-         "unknown field"),
-        ({"instances": [{"command": "x"}], "orchestration": {"budget": {
-            "command_budgets": {"maketests": 5}}}},
-         "orchestration.budget.command_budgets", "/command"),
+        (
+            {"instances": [{"command": "x", "colour": "red"}]},
+            "instances[0].colour",
+            "unknown field",
+        ),
+        (
+            {
+                "instances": [{"command": "x"}],
+                "orchestration": {"budget": {"command_budgets": {"maketests": 5}}},
+            },
+            "orchestration.budget.command_budgets",
+            "/command",
+        ),
         ({"instances": []}, "instances", "at least 1"),
         ({"instances": [{"command": "   "}]}, "instances[0].command", "blank"),
     ],

@@ -63,9 +63,19 @@ def test_parser_never_raises_and_classifies() -> None:
     assert isinstance(parse_line(b'{"type":"system","subtype":"hook_started"}'), Other)
     assert isinstance(parse_line(b'{"type":"assistant","message":"weird"}'), Other)
     assert isinstance(parse_line(init()), SystemInit)
-    retry = parse_line(line({"type": "system", "subtype": "api_retry", "attempt": 3,
-                             "max_retries": 10, "retry_delay_ms": 500, "error_status": 401,
-                             "error": "authentication_failed"}))
+    retry = parse_line(
+        line(
+            {
+                "type": "system",
+                "subtype": "api_retry",
+                "attempt": 3,
+                "max_retries": 10,
+                "retry_delay_ms": 500,
+                "error_status": 401,
+                "error": "authentication_failed",
+            }
+        )
+    )
     assert isinstance(retry, ApiRetry) and retry.attempt == 3 and retry.error_status == 401
     kinds = [type(parse_line(raw.rstrip(b"\n"))) for raw in api_response("m1", 10, 5)]
     assert kinds == [MessageStart, Activity, Assistant, MessageDelta]
@@ -87,8 +97,9 @@ def test_accounting_dedupes_by_message_id_and_takes_final_output() -> None:
     assert acct.usage == Usage(100, 40, 1000, 50)
     # a second response, then a third with tools
     stream += api_response("m2", 20, 7, cr=1100)
-    stream += api_response("m3", 5, 3, tools=(("t1", "Bash", {"command": "ls"}),
-                                               ("t2", "Write", {"file_path": "x"})))
+    stream += api_response(
+        "m3", 5, 3, tools=(("t1", "Bash", {"command": "ls"}), ("t2", "Write", {"file_path": "x"}))
+    )
     acct = account(stream)
     assert acct.usage == Usage(125, 50, 2100, 50)
     assert acct.tool_calls == {"Bash": 1, "Write": 1}
@@ -129,7 +140,8 @@ def test_peer_bugs_do_not_happen() -> None:
     acct = account(stream)
     naive_sum = sum(
         orjson.loads(r)["message"]["usage"]["input_tokens"]
-        for r in stream if b'"type":"assistant"' in r
+        for r in stream
+        if b'"type":"assistant"' in r
     )
     assert naive_sum == 380  # what summing every line would give
     assert acct.usage == Usage(180, 110)
@@ -137,13 +149,37 @@ def test_peer_bugs_do_not_happen() -> None:
 
 def test_permission_denials_and_retries() -> None:
     stream = api_response("m", 1, 1, tools=(("t9", "Bash", {"command": "rm"}),))
-    stream.append(line({"type": "user", "message": {"role": "user", "content": [
-        {"type": "tool_result", "tool_use_id": "t9", "is_error": True,
-         "content": "Claude requested permissions to use Bash, but you haven't granted it yet."}
-    ]}}))
-    stream.append(line({"type": "system", "subtype": "api_retry", "attempt": 1,
-                        "max_retries": 10, "retry_delay_ms": 1, "error_status": 529,
-                        "error": "overloaded"}))
+    stream.append(
+        line(
+            {
+                "type": "user",
+                "message": {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t9",
+                            "is_error": True,
+                            "content": "Claude requested permissions to use Bash, but you haven't granted it yet.",
+                        }
+                    ],
+                },
+            }
+        )
+    )
+    stream.append(
+        line(
+            {
+                "type": "system",
+                "subtype": "api_retry",
+                "attempt": 1,
+                "max_retries": 10,
+                "retry_delay_ms": 1,
+                "error_status": 529,
+                "error": "overloaded",
+            }
+        )
+    )
     acct = account(stream)
     assert acct.permission_denials == {"Bash": 1}
     assert acct.api_retries == {"overloaded": 1}
