@@ -24,7 +24,7 @@ from coordinator.dryrun import bypass_refusal, render_json, render_text
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator
 from coordinator.engine.sink import NullSink, RunSink
-from coordinator.errors import ClaudeNotFoundError, PreflightError
+from coordinator.errors import ClaudeNotFoundError, CoordinatorError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
 from coordinator.results import build_results, default_output_path, write_results
 from coordinator.schedule import format_countdown
@@ -100,21 +100,21 @@ def preflight(
 def _check_slash_commands(plan: RunPlan) -> None:
     from coordinator.commands import discovery
 
-    known: dict[Path, set[str]] = {}
+    found: dict[Path, discovery.Discovery] = {}
     for inst in plan.instances:
+        if not inst.workspace.is_dir():
+            continue
         for turn in inst.turns:
             name = discovery.command_name_of(turn)
             if name is None:
                 continue
-            if not inst.workspace.is_dir():
-                continue
-            if inst.workspace not in known:
-                known[inst.workspace] = {c.name for c in discovery.discover(inst.workspace)}
-            if name not in known[inst.workspace]:
-                try:
-                    discovery.find(discovery.discover(inst.workspace), "/" + name)
-                except Exception as exc:  # UsageError with close matches
-                    raise PreflightError(f"instance {inst.name}: {exc}") from None
+            if inst.workspace not in found:
+                found[inst.workspace] = discovery.scan(inst.workspace)
+            known = found[inst.workspace]
+            try:
+                discovery.find(known.commands, "/" + name, hidden=known.hidden)
+            except CoordinatorError as exc:
+                raise PreflightError(f"instance {inst.name}: {exc}") from None
 
 
 def dry_run(req: RunRequest, settings: Settings, console: Console) -> int:

@@ -218,7 +218,12 @@ def _execute(kw: dict[str, Any], dry_run: bool) -> int:
 @run_options
 @click.pass_context
 def cli(
-    ctx: click.Context, dry_run: bool, list_commands: bool, inspect_command: str | None, **kw: Any
+    ctx: click.Context,
+    /,
+    dry_run: bool,
+    list_commands: bool,
+    inspect_command: str | None,
+    **kw: Any,
 ) -> int:
     """Run many Claude Code CLI instances in parallel, with exact live token accounting,
     budgets, barriers and a Postgres progress store."""

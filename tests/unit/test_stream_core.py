@@ -160,7 +160,8 @@ def test_permission_denials_and_retries() -> None:
                             "type": "tool_result",
                             "tool_use_id": "t9",
                             "is_error": True,
-                            "content": "Claude requested permissions to use Bash, but you haven't granted it yet.",
+                            "content": "Claude requested permissions to use Bash, "
+                            "but you haven't granted it yet.",
                         }
                     ],
                 },
