@@ -273,6 +273,101 @@ def doctor_cmd(
     )
 
 
+async def _with_store(url: str | None, func: Callable[[Any], Any]) -> int:
+    from coordinator.db import open_store, resolve_dsn
+
+    settings = load_settings()
+    explicit = url or (settings.database_url.get_secret_value() if settings.database_url else None)
+    resolved = await asyncio.to_thread(resolve_dsn, explicit)
+    store = await open_store(resolved.dsn)
+    try:
+        return int(await func(store))
+    finally:
+        await store.close()
+
+
+@cli.command("status")
+@click.argument("orchestration_id", required=False)
+@click.option("--watch", is_flag=True, help="Keep refreshing until the run ends.")
+@click.option("--json", "json_output", is_flag=True)
+@click.option("--database-url")
+def status_cmd(
+    orchestration_id: str | None, watch: bool, json_output: bool, database_url: str | None
+) -> int:
+    """The status table of a run (default: the newest), from the database."""
+    from coordinator.status import from_db
+
+    console = _console()
+    return asyncio.run(
+        _with_store(
+            database_url,
+            lambda store: from_db.status(
+                store, console, orchestration_id, watch=watch, json_output=json_output
+            ),
+        )
+    )
+
+
+@cli.command("history")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "json_output", is_flag=True)
+@click.option("--database-url")
+def history_cmd(limit: int, json_output: bool, database_url: str | None) -> int:
+    """Past runs, newest first."""
+    from coordinator.status import from_db
+
+    console = _console()
+    return asyncio.run(
+        _with_store(database_url, lambda store: from_db.history(store, console, limit, json_output))
+    )
+
+
+@cli.group("db")
+def db_group() -> None:
+    """The database: where it is, its schema."""
+
+
+@db_group.command("url")
+@click.option("--database-url")
+def db_url_cmd(database_url: str | None) -> int:
+    """Print the DSN in use (password masked)."""
+    from coordinator.db import resolve_dsn
+
+    settings = load_settings()
+    explicit = database_url or (
+        settings.database_url.get_secret_value() if settings.database_url else None
+    )
+    resolved = resolve_dsn(explicit)
+    click.echo(f"{resolved.masked}  ({resolved.source})")
+    return 0
+
+
+@db_group.command("migrate")
+@click.option("--database-url")
+def db_migrate_cmd(database_url: str | None) -> int:
+    """Apply the schema migrations in sql/ (runs also do this on start)."""
+    from coordinator.db import migrate_dsn, resolve_dsn
+
+    settings = load_settings()
+    explicit = database_url or (
+        settings.database_url.get_secret_value() if settings.database_url else None
+    )
+    resolved = resolve_dsn(explicit)
+    applied = asyncio.run(migrate_dsn(resolved.dsn))
+    names = ", ".join(m.name for m in applied) or "nothing to apply"
+    click.echo(f"{resolved.masked}: {names}")
+    return 0
+
+
+@db_group.command("stop")
+def db_stop_cmd() -> int:
+    """Stop the embedded Postgres server (it is otherwise kept between runs)."""
+    from coordinator.db import stop_embedded_server
+
+    click.echo("stopped" if stop_embedded_server() else "the embedded server was not running")
+    return 0
+
+
 def main() -> None:
     try:
         code = cli.main(standalone_mode=False)

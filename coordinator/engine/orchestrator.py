@@ -212,6 +212,8 @@ class Orchestrator:
     # ------------------------------------------------------------------ hooks
     def on_started(self, state: InstanceState) -> None:
         log.info("instance started", instance=state.name, pid=state.pid)
+        at_ms = int((state.started_unix or time.time()) * 1000)
+        self.sink.milestone(state, MilestoneHit(0, at_ms, 0.0), "started")
         self.sink.instance_changed(state)
 
     def on_tokens(self, state: InstanceState) -> None:

@@ -1,0 +1,133 @@
+"""``coordinator status`` and ``history``: the live report's table, built from Postgres, so
+any terminal or host that reaches the database can watch a run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from coordinator.db.postgres import PostgresStore
+from coordinator.db.rows import InstanceRow, OrchestrationRow
+from coordinator.errors import UsageError
+from coordinator.status.render import ReportOptions, render_report
+from coordinator.status.rows import StatusRow
+
+LIVE_STATUSES = {"pending", "starting", "running", "waiting"}
+
+
+def row_from_db(row: InstanceRow, now: datetime) -> StatusRow:
+    started = row.started_at
+    end = row.ended_at or (now if row.status in LIVE_STATUSES else row.updated_at or now)
+    duration = (end - started).total_seconds() if started else 0.0
+    return StatusRow(
+        name=row.name,
+        status=row.status,
+        duration_s=max(0.0, duration),
+        wait_s=0.0,
+        total_tokens=row.total_tokens,
+        cache_read_tokens=row.cache_read_tokens,
+        tool_calls=sum(row.tool_calls.values()),
+        cost_usd=row.cost_usd,
+        cost_estimated=False,
+        progress_pct=row.progress_pct or 0.0,
+        last_event=row.error or row.reason or "",
+    )
+
+
+async def resolve_id(store: PostgresStore, orchestration_id: str | None) -> str:
+    if orchestration_id:
+        return orchestration_id
+    latest = await store.latest_orchestration_id()
+    if latest is None:
+        raise UsageError("no orchestration recorded in this database yet")
+    return latest
+
+
+async def snapshot(store: PostgresStore, orchestration_id: str) -> dict[str, Any]:
+    orch = await store.get_orchestration(orchestration_id)
+    if orch is None:
+        raise UsageError(f"orchestration {orchestration_id!r} not found in the database")
+    instances = await store.list_instances(orchestration_id)
+    progress = await store.latest_progress(orchestration_id)
+    return {"orchestration": orch, "instances": instances, "progress": progress}
+
+
+def render_snapshot(snap: dict[str, Any]) -> Any:
+    orch: OrchestrationRow = snap["orchestration"]
+    now = datetime.now(UTC)
+    rows = [row_from_db(r, now) for r in snap["instances"]]
+    started = orch.started_at or now
+    elapsed = ((orch.ended_at or now) - started).total_seconds()
+    return render_report(
+        f"coordinator {orch.id} [{orch.status}] on {orch.host}",
+        elapsed,
+        rows,
+        [],
+        ReportOptions(budget_visuals=False),
+    )
+
+
+def snapshot_json(snap: dict[str, Any]) -> str:
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "__dataclass_fields__"):
+            return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+        raise TypeError
+
+    return orjson.dumps(snap, default=default, option=orjson.OPT_INDENT_2).decode()
+
+
+async def status(
+    store: PostgresStore,
+    console: Console,
+    orchestration_id: str | None,
+    *,
+    watch: bool,
+    json_output: bool,
+    interval: float = 2.0,
+) -> int:
+    orch_id = await resolve_id(store, orchestration_id)
+    snap = await snapshot(store, orch_id)
+    if json_output:
+        console.print_json(snapshot_json(snap))
+        return 0
+    if not watch:
+        console.print(render_snapshot(snap))
+        return 0
+    with Live(render_snapshot(snap), console=console, refresh_per_second=2) as live:
+        while snap["orchestration"].status == "running":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.sleep(interval)
+            snap = await snapshot(store, orch_id)
+            live.update(render_snapshot(snap))
+    return 0
+
+
+async def history(store: PostgresStore, console: Console, limit: int, json_output: bool) -> int:
+    rows = await store.list_orchestrations(limit)
+    if json_output:
+        console.print_json(snapshot_json({"orchestrations": rows}))
+        return 0
+    table = Table(box=None, header_style="bold")
+    for col in ("orchestration", "status", "host", "sync", "started", "ended", "instances"):
+        table.add_column(col)
+    for row in rows:
+        results = row.results or {}
+        counts = results.get("counts") or {}
+        table.add_row(
+            row.id,
+            row.status,
+            row.host,
+            row.sync_mode,
+            row.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if row.started_at else "",
+            row.ended_at.astimezone().strftime("%H:%M:%S") if row.ended_at else "",
+            ", ".join(f"{k} {v}" for k, v in counts.items()),
+        )
+    console.print(table)
+    return 0
