@@ -1,0 +1,240 @@
+"""One contract, two stores: every test runs against MemoryStore and PostgresStore."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from coordinator.db.rows import CheckpointRow, InstanceRow, OrchestrationRow
+from coordinator.db.store import (
+    OrchestrationExistsError,
+    OrchestrationNotFoundError,
+    Store,
+)
+from coordinator.errors import DatabaseError
+
+SESSION = "0b9e7f38-2a55-4c3f-9a55-0d7c55e1e7a1"
+
+
+def orchestration(id: str = "orch-1", **overrides: object) -> OrchestrationRow:
+    fields: dict[str, object] = {
+        "id": id,
+        "status": "running",
+        "host": "host-a",
+        "sync_mode": "barrier",
+        "config": {"instances": [{"name": "a", "prompt": "hi"}], "nested": {"x": [1, 2.5, None]}},
+        "budgets": {"overall_tokens": 100_000},
+    }
+    fields.update(overrides)
+    return OrchestrationRow(**fields)  # type: ignore[arg-type]
+
+
+def instance(name: str = "a", orch: str = "orch-1", **overrides: object) -> InstanceRow:
+    fields: dict[str, object] = {"orchestration_id": orch, "name": name, "status": "running"}
+    fields.update(overrides)
+    return InstanceRow(**fields)  # type: ignore[arg-type]
+
+
+def checkpoint(
+    scenario: str, milestone: str, pct: float, ts: int, orch: str = "orch-1", **overrides: object
+) -> CheckpointRow:
+    return CheckpointRow(
+        orchestration_id=orch,
+        scenario_id=scenario,
+        milestone_name=milestone,
+        progress_pct=pct,
+        timestamp_unix=ts,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+async def test_create_and_get_orchestration(store: Store) -> None:
+    created = await store.create_orchestration(orchestration())
+    assert created.started_at is not None and created.ended_at is None
+    assert created.started_at.tzinfo is not None
+    fetched = await store.get_orchestration("orch-1")
+    assert fetched == created
+    assert fetched.config == {
+        "instances": [{"name": "a", "prompt": "hi"}],
+        "nested": {"x": [1, 2.5, None]},
+    }
+    assert fetched.budgets == {"overall_tokens": 100_000}
+    assert fetched.results is None
+    assert await store.get_orchestration("nope") is None
+
+
+async def test_started_at_is_the_stores_clock_not_the_callers(store: Store) -> None:
+    long_ago = datetime(2001, 1, 1, tzinfo=UTC)
+    created = await store.create_orchestration(orchestration(started_at=long_ago))
+    assert created.started_at is not None and created.started_at > long_ago
+
+
+async def test_create_twice_is_refused(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    with pytest.raises(OrchestrationExistsError):
+        await store.create_orchestration(orchestration(status="other"))
+    fetched = await store.get_orchestration("orch-1")
+    assert fetched is not None and fetched.status == "running"
+
+
+async def test_finish_orchestration(store: Store) -> None:
+    created = await store.create_orchestration(orchestration())
+    finished = await store.finish_orchestration("orch-1", "succeeded", {"total_tokens": 42})
+    assert finished.status == "succeeded"
+    assert finished.results == {"total_tokens": 42}
+    assert finished.ended_at is not None and created.started_at is not None
+    assert finished.ended_at >= created.started_at
+    assert await store.get_orchestration("orch-1") == finished
+
+
+async def test_finish_unknown_orchestration(store: Store) -> None:
+    with pytest.raises(OrchestrationNotFoundError):
+        await store.finish_orchestration("nope", "failed", None)
+
+
+async def test_history_newest_first_and_limited(store: Store) -> None:
+    assert await store.list_orchestrations() == []
+    assert await store.latest_orchestration_id() is None
+    for i in range(5):
+        await store.create_orchestration(orchestration(f"orch-{i}"))
+    listed = await store.list_orchestrations(limit=3)
+    assert [r.id for r in listed] == ["orch-4", "orch-3", "orch-2"]
+    assert await store.latest_orchestration_id() == "orch-4"
+
+
+async def test_upsert_instances_keeps_newest_snapshot(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    started = datetime(2025, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    await store.upsert_instances([instance("b"), instance("a", started_at=started)])
+    full = instance(
+        "a",
+        status="succeeded",
+        session_id=SESSION,
+        pid=4242,
+        host="host-a",
+        input_tokens=10,
+        output_tokens=20,
+        cache_read_tokens=30,
+        cache_creation_tokens=40,
+        total_tokens=100,
+        cost_usd=0.0123,
+        tool_calls={"Bash": 3, "Read": 1},
+        turns=4,
+        progress_pct=100.0,
+        exit_code=0,
+        error=None,
+        reason="done",
+        started_at=started,
+        ended_at=started,
+    )
+    await store.upsert_instances([full])
+    rows = await store.list_instances("orch-1")
+    assert [r.name for r in rows] == ["a", "b"]
+    a = rows[0]
+    assert a.updated_at is not None
+    from dataclasses import replace
+
+    assert replace(a, updated_at=None) == full
+    assert rows[1].status == "running" and rows[1].session_id is None
+
+
+async def test_upsert_same_instance_twice_in_one_call(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    await store.upsert_instances([instance("a", turns=1), instance("a", turns=2)])
+    (row,) = await store.list_instances("orch-1")
+    assert row.turns == 2
+
+
+async def test_instances_are_per_orchestration(store: Store) -> None:
+    await store.create_orchestration(orchestration("x"))
+    await store.create_orchestration(orchestration("y"))
+    await store.upsert_instances([instance("a", orch="x"), instance("a", orch="y", turns=9)])
+    assert [r.turns for r in await store.list_instances("x")] == [0]
+    assert [r.turns for r in await store.list_instances("y")] == [9]
+    assert await store.list_instances("z") == []
+
+
+async def test_rows_for_unknown_orchestration_are_refused(store: Store) -> None:
+    with pytest.raises(DatabaseError):
+        await store.upsert_instances([instance("a", orch="missing")])
+    with pytest.raises(DatabaseError):
+        await store.add_checkpoints([checkpoint("a", "m", 1, 1, orch="missing")])
+
+
+async def test_checkpoints_roundtrip_and_order(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    await store.add_checkpoints(
+        [
+            checkpoint("b", "start", 0, 1_000),
+            checkpoint(
+                "a", "half", 50, 2_000, state_snapshot={"files": ["x.py"]}, metrics={"tokens": 7}
+            ),
+            checkpoint("a", "start", 0, 1_000),
+        ]
+    )
+    rows = await store.list_checkpoints("orch-1")
+    assert [(r.scenario_id, r.milestone_name) for r in rows] == [
+        ("a", "start"),
+        ("b", "start"),
+        ("a", "half"),
+    ]
+    half = rows[2]
+    assert half.state_snapshot == {"files": ["x.py"]} and half.metrics == {"tokens": 7}
+    assert half.progress_pct == 50.0 and half.timestamp_unix == 2_000
+    assert half.created_at is not None
+    only_a = await store.list_checkpoints("orch-1", scenario_id="a")
+    assert [r.milestone_name for r in only_a] == ["start", "half"]
+
+
+async def test_checkpoints_are_idempotent(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    first = checkpoint("a", "half", 50, 2_000, metrics={"v": 1})
+    await store.add_checkpoints([first])
+    # The same milestone again, even with other values, in a batch with a new one.
+    await store.add_checkpoints([checkpoint("a", "half", 60, 3_000, metrics={"v": 2}), first])
+    await store.add_checkpoints([checkpoint("a", "done", 100, 4_000)])
+    rows = await store.list_checkpoints("orch-1")
+    assert [(r.milestone_name, r.progress_pct, r.metrics) for r in rows] == [
+        ("half", 50.0, {"v": 1}),
+        ("done", 100.0, {}),
+    ]
+
+
+async def test_timestamp_unix_is_the_callers_milliseconds(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    ms = 1_733_000_000_123  # does not fit in 32 bits; 2024-11-30
+    await store.add_checkpoints([checkpoint("a", "m", 10, ms)])
+    (row,) = await store.list_checkpoints("orch-1")
+    assert row.timestamp_unix == ms
+
+
+async def test_progress_outside_0_100_is_refused(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    with pytest.raises(DatabaseError):
+        await store.add_checkpoints([checkpoint("a", "m", 101, 1)])
+
+
+async def test_latest_progress_per_scenario(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    await store.create_orchestration(orchestration("other"))
+    await store.add_checkpoints(
+        [
+            checkpoint("b", "start", 0, 1_000),
+            checkpoint("a", "start", 0, 1_000),
+            checkpoint("a", "done", 100, 3_000, metrics={"tokens": 9}),
+            checkpoint("a", "half", 50, 2_000),  # arrives late; not the latest
+            checkpoint("b", "tie-1", 20, 5_000),
+            checkpoint("b", "tie-2", 30, 5_000),  # same time: the later insert wins
+            checkpoint("c", "x", 1, 9_999, orch="other"),
+        ]
+    )
+    progress = await store.latest_progress("orch-1")
+    assert [
+        (p.scenario_id, p.milestone_name, p.progress_pct, p.timestamp_unix) for p in progress
+    ] == [
+        ("a", "done", 100.0, 3_000),
+        ("b", "tie-2", 30.0, 5_000),
+    ]
+    assert progress[0].metrics == {"tokens": 9}
+    assert await store.latest_progress("nobody") == []
