@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,8 @@ async def probe_init(
     placeholder_key: bool = True,
     kill_grace: float = 5.0,
     on_start: Callable[[int], object] | None = None,
+    argv: Sequence[str] | None = None,
+    stdin_line: bytes | None = None,
 ) -> dict[str, Any]:
     """Run ``claude`` in ``workspace`` until it writes ``system/init``; return that event.
 
@@ -106,14 +108,16 @@ async def probe_init(
     when the binary cannot be started and :class:`ProbeError` when no init event arrives
     within ``timeout`` seconds or the CLI exits first (its stderr tail is in the message).
     ``kill_grace`` is the wait between SIGTERM and SIGKILL; ``on_start`` receives the pid
-    (which is also the process group id) once the child is running.
+    (which is also the process group id) once the child is running. ``argv`` replaces the
+    probe's own command line (to check that a planned instance's flags are accepted);
+    ``stdin_line`` is written first when that command line reads stream-json input.
     """
     try:
         proc = await asyncio.create_subprocess_exec(
-            *probe_argv(claude_bin),
+            *(argv if argv is not None else probe_argv(claude_bin)),
             cwd=workspace,
             env=probe_env(home, env, placeholder_key=placeholder_key),
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL if stdin_line is None else asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
@@ -123,6 +127,8 @@ async def probe_init(
             raise ProbeError(f"cannot enter workspace {workspace}: {exc.strerror}") from exc
         raise ClaudeNotFoundError(f"cannot start {claude_bin!r}: {exc}") from exc
     assert proc.stdout is not None and proc.stderr is not None
+    if stdin_line is not None and proc.stdin is not None:
+        proc.stdin.write(stdin_line)
     stderr_tail = bytearray()
     drain = asyncio.create_task(_drain(proc.stderr, stderr_tail))
     try:
