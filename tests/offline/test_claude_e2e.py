@@ -1,0 +1,253 @@
+"""The real pinned claude CLI against the offline model server, end to end.
+
+Each run is a real ``claude -p`` process in its own process group, with a temporary HOME
+and workspace, talking only to the loopback server. The tests pin the CLI facts that the
+server's module docstring states.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from coordinator.offline import ModelServerThread, TokenUsage, serve_in_thread
+from tests.offline.conftest import ClaudeRun, RunClaude
+
+pytestmark = pytest.mark.claude
+
+
+def _usage(result: dict[str, Any]) -> TokenUsage:
+    usage = result["usage"]
+    return TokenUsage(
+        usage["input_tokens"],
+        usage["output_tokens"],
+        usage["cache_creation_input_tokens"],
+        usage["cache_read_input_tokens"],
+    )
+
+
+def _tool_script(file_name: str, marker: str) -> dict[str, Any]:
+    return {
+        "responses": [
+            {
+                "thinking": "I should create the files.",
+                "text": "Creating the files.",
+                "tool_uses": [{"name": "Bash", "input": {"command": f"echo hi > {file_name}"}}],
+                "usage": {
+                    "input_tokens": 1200,
+                    "output_tokens": 45,
+                    "cache_creation_input_tokens": 3000,
+                    "cache_read_input_tokens": 0,
+                },
+            },
+            {
+                "tool_uses": [
+                    {"name": "Write", "input": {"file_path": "notes.md", "content": marker}}
+                ],
+                "usage": {
+                    "input_tokens": 80,
+                    "output_tokens": 60,
+                    "cache_creation_input_tokens": 150,
+                    "cache_read_input_tokens": 3000,
+                },
+            },
+            {
+                "text": "Both files are written.",
+                "usage": {
+                    "input_tokens": 40,
+                    "output_tokens": 9,
+                    "cache_creation_input_tokens": 90,
+                    "cache_read_input_tokens": 3150,
+                },
+            },
+        ]
+    }
+
+
+def _assert_matches_ground_truth(run: ClaudeRun, server: ModelServerThread, key: str) -> None:
+    result = run.result
+    assert result["subtype"] == "success" and result["is_error"] is False, run.stderr
+    assert _usage(result) == server.usage_by_key()[key]
+    assert result["num_turns"] == server.message_count(key)
+    served_ids = [s.message_id for s in server.served if s.key == key and s.complete]
+    assistant_ids = list(dict.fromkeys(e["message"]["id"] for e in run.of("assistant")))
+    assert assistant_ids == served_ids
+
+
+def test_tools_really_run_and_usage_matches_exactly(run_claude: RunClaude) -> None:
+    with serve_in_thread(
+        {"conversations": {"alpha": _tool_script("out.txt", "marker-1\n")}}
+    ) as server:
+        run = run_claude(server.url, key="alpha")
+
+    assert run.returncode == 0, run.stderr
+    assert (run.workspace / "out.txt").read_text() == "hi\n"
+    assert (run.workspace / "notes.md").read_text() == "marker-1\n"
+    _assert_matches_ground_truth(run, server, "alpha")
+    assert server.usage_by_key()["alpha"] == TokenUsage(1320, 114, 3240, 6150)
+    assert run.result["num_turns"] == 3
+
+    # The custom header was forwarded on every request, and tool results came back.
+    requests = server.requests
+    assert [r.key for r in requests] == ["alpha"] * 3
+    assert [r.last_has_tool_result for r in requests] == [False, True, True]
+    assert all(r.session_id == run.session_id and r.stream for r in requests)
+    tool_results = [
+        block
+        for event in run.of("user")
+        for block in event["message"]["content"]
+        if block.get("type") == "tool_result"
+    ]
+    assert [b["tool_use_id"] for b in tool_results] == [
+        i for r in requests for i in r.tool_result_ids
+    ]
+    assert not any(b.get("is_error") for b in tool_results)
+
+    # Live accounting: each message_delta stream event carries that message's final output.
+    deltas = [
+        e["event"]["usage"]["output_tokens"]
+        for e in run.of("stream_event")
+        if e["event"]["type"] == "message_delta"
+    ]
+    assert deltas == [s.usage.output_tokens for s in server.served]
+
+
+def test_parallel_instances_are_told_apart_by_header(run_claude: RunClaude) -> None:
+    script = {
+        "conversations": {
+            "one": _tool_script("one.txt", "first\n"),
+            "two": _tool_script("two.txt", "second\n"),
+        }
+    }
+    with serve_in_thread(script) as server, ThreadPoolExecutor(2) as pool:
+        runs = dict(
+            zip(
+                ("one", "two"),
+                pool.map(lambda k: run_claude(server.url, key=k), ("one", "two")),
+                strict=True,
+            )
+        )
+
+    for key, run in runs.items():
+        assert (run.workspace / f"{key}.txt").exists()
+        _assert_matches_ground_truth(run, server, key)
+    assert {r.session_id for r in server.requests if r.key == "one"} == {runs["one"].session_id}
+
+
+def test_prompt_match_without_header(run_claude: RunClaude) -> None:
+    script = {
+        "conversations": {
+            "matched": {
+                "match": "TICKET-42",
+                "responses": [{"text": "On it.", "usage": {"input_tokens": 7, "output_tokens": 3}}],
+            }
+        }
+    }
+    with serve_in_thread(script) as server:
+        run = run_claude(server.url, "Please handle TICKET-42 now.")
+    _assert_matches_ground_truth(run, server, "matched")
+    assert run.result["result"] == "On it."
+
+
+def test_overloaded_storm_then_success(run_claude: RunClaude) -> None:
+    script = {
+        "conversations": {
+            "storm": {
+                "responses": [
+                    {"error": {"status": 529}, "repeat": 2},
+                    {"text": "Recovered.", "usage": {"input_tokens": 30, "output_tokens": 4}},
+                ]
+            }
+        }
+    }
+    with serve_in_thread(script) as server:
+        run = run_claude(server.url, key="storm")
+    retries = run.of("system", "api_retry")
+    assert [(r["attempt"], r["error_status"], r["error"]) for r in retries] == [
+        (1, 529, "overloaded"),
+        (2, 529, "overloaded"),
+    ]
+    assert [s.status for s in server.served] == [529, 529, 200]
+    _assert_matches_ground_truth(run, server, "storm")
+    assert run.result["num_turns"] == 1
+
+
+def test_401_with_should_retry_false_fails_at_once(run_claude: RunClaude) -> None:
+    script = {
+        "conversations": {
+            "bad-key": {"responses": [{"error": {"status": 401, "should_retry": False}}]}
+        }
+    }
+    with serve_in_thread(script) as server:
+        run = run_claude(server.url, key="bad-key")
+    assert run.returncode == 1
+    assert run.of("system", "api_retry") == []
+    result = run.result
+    assert result["is_error"] is True and result["api_error_status"] == 401
+    assert result["terminal_reason"] == "api_error"
+    assert _usage(result) == TokenUsage()
+    assert server.served_count("bad-key") == 1
+    assert server.usage_by_key() == {}
+
+
+def test_401_is_retried_like_other_errors(run_claude: RunClaude) -> None:
+    # By default the CLI retries a 401 ten times with backoff (minutes); cap it at one.
+    script = {
+        "conversations": {"bad-key": {"responses": [{"error": {"status": 401}, "repeat": 5}]}}
+    }
+    with serve_in_thread(script) as server:
+        run = run_claude(server.url, key="bad-key", env={"CLAUDE_CODE_MAX_RETRIES": "1"})
+    assert run.returncode == 1
+    retries = run.of("system", "api_retry")
+    assert [(r["attempt"], r["max_retries"], r["error_status"], r["error"]) for r in retries] == [
+        (1, 1, 401, "authentication_failed")
+    ]
+    assert run.result["is_error"] is True and run.result["api_error_status"] == 401
+    assert server.served_count("bad-key") == 2
+
+
+def test_truncated_stream_is_retried_and_not_counted(run_claude: RunClaude) -> None:
+    script = {
+        "conversations": {
+            "cut": {
+                "responses": [
+                    {
+                        "text": "This answer is cut off midway.",
+                        "fault": "truncate",
+                        "usage": {"input_tokens": 500, "output_tokens": 50},
+                    },
+                    {"text": "Whole answer.", "usage": {"input_tokens": 60, "output_tokens": 6}},
+                ]
+            }
+        }
+    }
+    with serve_in_thread(script) as server:
+        run = run_claude(server.url, key="cut")
+    assert [r["error_status"] for r in run.of("system", "api_retry")] == [None]
+    _assert_matches_ground_truth(run, server, "cut")
+    assert _usage(run.result) == TokenUsage(60, 6, 0, 0)
+
+
+def test_malformed_stream_falls_back_and_counts_partial(run_claude: RunClaude) -> None:
+    script = {
+        "conversations": {
+            "garbled": {
+                "responses": [
+                    {
+                        "text": "This answer turns to garbage.",
+                        "fault": "malformed",
+                        "usage": {"input_tokens": 500, "output_tokens": 50},
+                    },
+                    {"text": "Whole answer.", "usage": {"input_tokens": 60, "output_tokens": 6}},
+                ]
+            }
+        }
+    }
+    with serve_in_thread(script) as server:
+        run = run_claude(server.url, key="garbled")
+    assert run.result["subtype"] == "success" and run.result["result"] == "Whole answer."
+    assert [r.stream for r in server.requests] == [True, False]  # non-streaming fallback
+    assert _usage(run.result) == server.usage_by_key(include_faults=True)["garbled"]
+    assert _usage(run.result) == TokenUsage(560, 7, 0, 0)
