@@ -276,9 +276,7 @@ def doctor_cmd(
 async def _with_store(url: str | None, func: Callable[[Any], Any]) -> int:
     from coordinator.db import open_store, resolve_dsn
 
-    settings = load_settings()
-    explicit = url or (settings.database_url.get_secret_value() if settings.database_url else None)
-    resolved = await asyncio.to_thread(resolve_dsn, explicit)
+    resolved = await asyncio.to_thread(resolve_dsn, load_settings().database_dsn(url))
     store = await open_store(resolved.dsn)
     try:
         return int(await func(store))
@@ -333,11 +331,7 @@ def db_url_cmd(database_url: str | None) -> int:
     """Print the DSN in use (password masked)."""
     from coordinator.db import resolve_dsn
 
-    settings = load_settings()
-    explicit = database_url or (
-        settings.database_url.get_secret_value() if settings.database_url else None
-    )
-    resolved = resolve_dsn(explicit)
+    resolved = resolve_dsn(load_settings().database_dsn(database_url))
     click.echo(f"{resolved.masked}  ({resolved.source})")
     return 0
 
@@ -348,11 +342,7 @@ def db_migrate_cmd(database_url: str | None) -> int:
     """Apply the schema migrations in sql/ (runs also do this on start)."""
     from coordinator.db import migrate_dsn, resolve_dsn
 
-    settings = load_settings()
-    explicit = database_url or (
-        settings.database_url.get_secret_value() if settings.database_url else None
-    )
-    resolved = resolve_dsn(explicit)
+    resolved = resolve_dsn(load_settings().database_dsn(database_url))
     applied = asyncio.run(migrate_dsn(resolved.dsn))
     names = ", ".join(m.name for m in applied) or "nothing to apply"
     click.echo(f"{resolved.masked}: {names}")

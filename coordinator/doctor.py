@@ -143,10 +143,7 @@ def run_doctor(
     checks, claude = check_claude(claude_bin, settings)
     checks.append(check_auth(claude))
     checks.append(check_root(config_path))
-    db_url = database_url or (
-        settings.database_url.get_secret_value() if settings.database_url else None
-    )
-    checks.append(check_database(db_url))
+    checks.append(check_database(settings.database_dsn(database_url)))
     failed = any(c.status == "fail" for c in checks)
     if json_output:
         payload = {"ok": not failed, "checks": [asdict(c) for c in checks]}

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     log_level: str = "info"
     no_database: bool = False
 
+    def database_dsn(self, flag: str | None) -> str | None:
+        """``--database-url`` if given, else COORDINATOR_DATABASE_URL / DATABASE_URL; None
+        means the embedded server."""
+        if flag:
+            return flag
+        return self.database_url.get_secret_value() if self.database_url else None
+
 
 def load_settings() -> Settings:
     return Settings()

@@ -146,7 +146,6 @@ class DbSink:
 async def open_db_sink(url: str | None, settings: Settings) -> DbSink:
     from coordinator.db import open_store
 
-    explicit = url or (settings.database_url.get_secret_value() if settings.database_url else None)
-    resolved = await asyncio.to_thread(resolve_dsn, explicit)
+    resolved = await asyncio.to_thread(resolve_dsn, settings.database_dsn(url))
     store = await open_store(resolved.dsn)
     return DbSink(store, resolved.masked)
