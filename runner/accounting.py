@@ -54,6 +54,11 @@ class Accountant:
     _reconciled: Usage = field(default_factory=Usage)
     _cost_reported: float = 0.0
     _unreported_ids: list[str] = field(default_factory=list)
+    # cost estimate cache: position of each unreported id, and running sums of the
+    # per-message estimates in that order (valid below _estimate_valid); see cost_usd
+    _unreported_pos: dict[str, int] = field(default_factory=dict)
+    _estimate_sums: list[float] = field(default_factory=list)
+    _estimate_valid: int = 0
     _tool_names: dict[str, str] = field(default_factory=dict)
     tool_calls: dict[str, int] = field(default_factory=dict)
     permission_denials: dict[str, int] = field(default_factory=dict)
@@ -103,6 +108,7 @@ class Accountant:
             if not msg.final_output and usage.output_tokens > msg.output_tokens:
                 self._live[1] += usage.output_tokens - msg.output_tokens
                 msg.output_tokens = usage.output_tokens
+                self._estimate_stale(msg_id)
                 return True
             return False
         self._messages[msg_id] = _Message(
@@ -112,6 +118,7 @@ class Accountant:
             usage.cache_read_tokens,
             usage.cache_creation_tokens,
         )
+        self._unreported_pos[msg_id] = len(self._unreported_ids)
         self._unreported_ids.append(msg_id)
         live = self._live
         live[0] += usage.input_tokens
@@ -129,7 +136,13 @@ class Accountant:
         self._live[1] += output_tokens - msg.output_tokens
         msg.output_tokens = output_tokens
         msg.final_output = True
+        self._estimate_stale(msg_id)
         return True
+
+    def _estimate_stale(self, msg_id: str) -> None:
+        pos = self._unreported_pos.get(msg_id)
+        if pos is not None and pos < self._estimate_valid:
+            self._estimate_valid = pos
 
     def _reconcile(self, result: Result) -> None:
         self.results += 1
@@ -149,6 +162,9 @@ class Accountant:
                 self._cost_reported += result.total_cost_usd
         self._at_result = list(self._live)
         self._unreported_ids.clear()
+        self._unreported_pos.clear()
+        self._estimate_sums.clear()
+        self._estimate_valid = 0
 
     # ------------------------------------------------------------------ reading
     @property
@@ -166,17 +182,34 @@ class Accountant:
 
     @property
     def cost_usd(self) -> float:
-        """The CLI's reported cost, plus a price-table estimate for unreported messages."""
-        estimate = 0.0
-        for msg_id in self._unreported_ids:
-            m = self._messages[msg_id]
-            estimate += estimate_cost(
-                m.model,
-                Usage(
-                    m.input_tokens, m.output_tokens, m.cache_read_tokens, m.cache_creation_tokens
-                ),
-            )
-        return self._cost_reported + estimate
+        """The CLI's reported cost, plus a price-table estimate for unreported messages.
+
+        The estimate is the sum, in arrival order, of each unreported message's estimate.
+        Read after every token change, it must not cost O(messages) each time (quadratic
+        over a long session): the running sums are kept and only recomputed from the first
+        message whose tokens changed since (nearly always the last one), with the same
+        additions in the same order, so the figure is bit-for-bit what a full pass gives."""
+        ids = self._unreported_ids
+        sums = self._estimate_sums
+        start = self._estimate_valid
+        if start < len(ids):
+            del sums[start:]
+            estimate = sums[-1] if sums else 0.0
+            messages = self._messages
+            for msg_id in ids[start:]:
+                m = messages[msg_id]
+                estimate += estimate_cost(
+                    m.model,
+                    Usage(
+                        m.input_tokens,
+                        m.output_tokens,
+                        m.cache_read_tokens,
+                        m.cache_creation_tokens,
+                    ),
+                )
+                sums.append(estimate)
+            self._estimate_valid = len(ids)
+        return self._cost_reported + (sums[-1] if sums else 0.0)
 
     @property
     def cost_is_estimate(self) -> bool:

@@ -6,6 +6,10 @@ each one of::
 
     {"file": "stream.jsonl", "repeat": 1}   write a recorded stream (bytes as they are)
     {"lines": [{...}, "raw text"]}           write these lines (objects as JSON)
+    {"lines": [...], "stamp": "/path/file"}  ... and then write "<ns before> <ns after>" to
+                                             a file: time.time_ns() just before the write
+                                             and just after the flush (SIGTERM and SIGINT
+                                             are held meanwhile, so the stamp is never lost)
     {"bytes": 52428800}                      one huge JSON line of this many bytes
     {"sleep": 0.5}                           pause
     {"spawn": ["sleep", "300"], "new_session": false}   start a grandchild and leave it
@@ -36,10 +40,12 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
             for _ in range(int(step.get("repeat", 1))):
                 out.write(data)
             out.flush()
+        elif "lines" in step and "stamp" in step:
+            data = b"".join(_line(item) for item in step["lines"])
+            _write_stamped(out, data, Path(step["stamp"]))
         elif "lines" in step:
             for item in step["lines"]:
-                text = item if isinstance(item, str) else json.dumps(item)
-                out.write(text.encode() + b"\n")
+                out.write(_line(item))
             out.flush()
         elif "bytes" in step:
             size = int(step["bytes"])
@@ -67,6 +73,29 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
         elif "signal" in step:
             os.kill(os.getpid(), getattr(signal, step["signal"]))
     return 0
+
+
+def _line(item: Any) -> bytes:
+    text = item if isinstance(item, str) else json.dumps(item)
+    return text.encode() + b"\n"
+
+
+def _write_stamped(out: Any, data: bytes, stamp: Path) -> None:
+    """Write and flush ``data``, then record when: for latency measurements (e.g. from the
+    line that crosses a budget to the process being gone). A stop signal that comes in the
+    meantime takes effect right after the stamp is written."""
+    fd = os.open(stamp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    held = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        before = time.time_ns()
+        out.write(data)
+        out.flush()
+        after = time.time_ns()
+        os.write(fd, f"{before} {after}".encode())
+        os.close(fd)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,6 +81,8 @@ class InstanceRun:
         if self._stop is None:
             self._stop = (status, reason)
             self._stop_event.set()
+            if self.proc is not None:
+                self.proc.terminate()  # at once: the run loop then reaps and escalates
 
     def suspend(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
