@@ -7,10 +7,12 @@ Rules (../shared/reference/claude-cli.md, "Token accounting that is right"):
 * The usage on those lines is the ``message_start`` snapshot, whose ``output_tokens`` is a
   placeholder. The ``message_delta`` stream event carries the final output tokens of the
   message opened by the preceding ``message_start``: it replaces the placeholder.
-* At ``result``, the run's usage and ``total_cost_usd`` replace the live sums (never add).
-  With stream-json input one process serves several turns, each ending with a ``result``;
-  ``result.usage`` and ``total_cost_usd`` are cumulative for the process, so the
-  reconciled totals are simply the latest result's figures plus whatever streamed since.
+* At ``result``, the CLI's figures replace the live sums for what that result covers
+  (never added on top of them). With stream-json input one process serves several turns,
+  each ending with a ``result``: verified on the pinned CLI, ``result.usage`` and
+  ``num_turns`` cover that turn only, while ``total_cost_usd`` is cumulative for the
+  process. So totals = sum of the results' usage + whatever streamed since the last one,
+  and cost = the last ``total_cost_usd`` + an estimate for what streamed since.
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ class _Message:
 class Accountant:
     """Feed it every event of one instance; read exact totals at any moment."""
 
-    result_usage_cumulative: bool = True
     _messages: dict[str, _Message] = field(default_factory=dict)
     _open: dict[str | None, str] = field(default_factory=dict)  # parent tool id -> msg id
     _live: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
@@ -150,16 +151,11 @@ class Accountant:
         for denial in result.permission_denials:
             if not self.permission_denials.get(denial.tool_name):
                 self.permission_denials[denial.tool_name] = 1
-        if self.result_usage_cumulative:
-            self._reconciled = result.usage
-            self.num_turns = result.num_turns
-            if result.total_cost_usd is not None:
-                self._cost_reported = result.total_cost_usd
-        else:
-            self._reconciled = self._reconciled + result.usage
-            self.num_turns += result.num_turns
-            if result.total_cost_usd is not None:
-                self._cost_reported += result.total_cost_usd
+        # usage and num_turns cover the turn this result ends; cost covers the process
+        self._reconciled = self._reconciled + result.usage
+        self.num_turns += result.num_turns
+        if result.total_cost_usd is not None:
+            self._cost_reported = result.total_cost_usd
         self._at_result = list(self._live)
         self._unreported_ids.clear()
         self._unreported_pos.clear()

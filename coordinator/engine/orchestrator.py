@@ -102,6 +102,7 @@ class Orchestrator:
             for inst in plan.instances
         }
         self.runs: dict[str, InstanceRun] = {}
+        self._launches: dict[str, asyncio.Task[None]] = {}
         self.notes: list[str] = []
         self.cancelled: str | None = None
         self._cancel_event = asyncio.Event()
@@ -122,13 +123,13 @@ class Orchestrator:
             await self.sink.open(self.plan, socket.gethostname())
             self.started_mono = time.monotonic()
             self.started_unix = time.time()
-            tasks = [
-                asyncio.create_task(self._launch(inst), name=f"launch:{inst.name}")
+            self._launches = {
+                inst.name: asyncio.create_task(self._launch(inst), name=f"launch:{inst.name}")
                 for inst in self.plan.instances
-            ]
+            }
             scanner = asyncio.create_task(self._scan_descendants(), name="descendants")
             try:
-                await asyncio.gather(*tasks)
+                await asyncio.gather(*self._launches.values(), return_exceptions=True)
             finally:
                 scanner.cancel()
         finally:
@@ -277,6 +278,9 @@ class Orchestrator:
         if state.name not in budget.skipped:
             budget.skipped.append(state.name)
         self._end_unlaunched(state, Status.SKIPPED, f"skipped: {budget.describe_limit()} spent")
+        waiting = self._launches.get(state.name)
+        if waiting is not None and state.name not in self.runs:
+            waiting.cancel()  # it was only waiting for its stagger slot
 
     # ------------------------------------------------------------------ notes
     def _note(self, text: str) -> None:

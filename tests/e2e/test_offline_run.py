@@ -191,3 +191,40 @@ async def test_budget_block_stops_after_the_crossing_turn(tmp_path: Path) -> Non
     assert server.message_count("capped") == 6
     assert any("exceeded" in n for n in orch.notes)
     assert any("reached 80%" in n for n in by["capped"].budget_notes)
+
+
+async def test_steps_are_later_turns_of_one_session(tmp_path: Path) -> None:
+    """pre_commands, command and steps go to one process as stream-json turns; each ends
+    with its own result; tokens stay exact across turns (result usage is cumulative)."""
+    responses = []
+    for turn in range(3):
+        responses.append(
+            respond(
+                2 * turn,
+                tool={"name": "Bash", "input": {"command": f"echo turn{turn} >> turns.txt"}},
+            )
+        )
+        responses.append(respond(2 * turn + 1, text=f"turn {turn} done"))
+    script = {"conversations": {"multi": {"responses": responses}}}
+    config = {
+        "instances": [
+            {
+                "name": "multi",
+                "command": "second",
+                "pre_commands": ["first"],
+                "steps": ["third"],
+                "workspace": "multi",
+                "allowed_tools": ["Bash"],
+            }
+        ]
+    }
+    _orch, outcome, server = await run(tmp_path, config, script)
+    state = outcome.states[0]
+    assert state.status is Status.COMPLETED, (state.error, list(state.stderr_tail))
+    assert state.turns_sent == 3 and state.accountant.results == 3
+    assert (tmp_path / "multi" / "turns.txt").read_text().split() == ["turn0", "turn1", "turn2"]
+    served = list(served_prefixes(server, "multi"))[-1]
+    assert state.accountant.usage == served
+    assert state.progress.pct == 100.0
+    prompts = [r for r in server.requests if r.key == "multi"]
+    assert len({r.session_id for r in prompts}) == 1  # one session throughout

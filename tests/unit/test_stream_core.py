@@ -123,15 +123,17 @@ def test_live_totals_exact_after_each_message_and_result_replaces() -> None:
     acct.feed(ev)
     assert acct.usage == Usage(35, 533)
     assert acct.cost_usd == pytest.approx(0.5) and not acct.cost_is_estimate
-    # a later turn in the same process streams more, then a cumulative result
+    # a later turn in the same process streams more; its result covers that turn only,
+    # while the cost is cumulative for the process (as the pinned CLI reports them)
     for raw in api_response("m9", 7, 2):
         ev2 = parse_line(raw.rstrip(b"\n"))
         assert ev2 is not None
         acct.feed(ev2)
     assert acct.usage == Usage(42, 535)
     assert acct.cost_is_estimate and acct.cost_usd > 0.5
-    acct.feed(parse_line(result(usage(42, 535), cost=0.6).rstrip(b"\n")))  # type: ignore[arg-type]
+    acct.feed(parse_line(result(usage(7, 2), cost=0.6).rstrip(b"\n")))  # type: ignore[arg-type]
     assert acct.usage == Usage(42, 535) and acct.cost_usd == pytest.approx(0.6)
+    assert acct.results == 2
 
 
 def test_peer_bugs_do_not_happen() -> None:
