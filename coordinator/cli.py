@@ -196,9 +196,14 @@ def _console() -> Console:
 
 
 def _settings_and_logging(kw: dict[str, Any]) -> Settings:
+    """JSON lines to the log file (default: <state dir>/logs/coordinator.jsonl); the
+    terminal gets the status report, and plain log lines only when it is not a terminal."""
+    import platformdirs
+
     settings = load_settings()
-    log_file = kw.get("log_file") or settings.log_file
-    configure_logging(log_file, settings.log_level)
+    state_dir = settings.state_dir or platformdirs.user_state_path("coordinator")
+    log_file = kw.get("log_file") or settings.log_file or state_dir / "logs" / "coordinator.jsonl"
+    configure_logging(log_file, settings.log_level, console=not sys.stderr.isatty())
     return settings
 
 
