@@ -1,0 +1,554 @@
+"""The Postgres barrier: arrivals and releases are rows; NOTIFY only wakes waiters up.
+
+One :class:`PostgresBarrier` per process and orchestration. It hosts any number of local
+participants and keeps:
+
+- a small pool for the transactions (arrive, leave, complete, decide);
+- ONE dedicated LISTEN connection on channel ``coordinator_barrier``, whatever the number
+  of local waiters; a notification wakes the local watcher of its point;
+- one watcher task per point that has local waiters. It re-reads the database after every
+  wake-up, and at least every ``poll_interval_s`` (and when the point's timeout is due)
+  runs the decision itself, so a lost notification, a dropped listener or a crashed
+  process that held the last arrival only delays a release, never blocks it. Every local
+  waiter of that point shares the watcher's result (fan-out).
+
+A release is decided in one transaction: lock the point row (an arrival's upsert, else
+``SELECT ... FOR UPDATE``),
+read participants, arrivals and who completed or left in a NEW statement (so, in READ
+COMMITTED, it sees everything committed before the lock was granted), apply
+:func:`coordinator.barrier.rules.decide` and insert the release row, whose trigger
+NOTIFYs at commit. Elapsed time is measured by the server (``clock_timestamp()`` minus
+the point's ``first_arrival_at``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+
+from coordinator.barrier.rules import (
+    BarrierError,
+    KeepWaiting,
+    PointStatus,
+    Release,
+    WaitOutcome,
+    decide,
+    missing,
+    point_sort_key,
+)
+from coordinator.db.migrations import migrate
+from coordinator.db.postgres import connect, create_pool, database_errors, is_transient
+from coordinator.errors import DatabaseError
+
+CHANNEL = "coordinator_barrier"
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------- statements
+# Every value is a $n parameter; nothing is formatted into these strings.
+
+_DECLARE = """
+INSERT INTO barrier_orchestrations (orchestration_id, mode, participants, timeout_s)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (orchestration_id) DO NOTHING
+"""
+
+_GET_DECLARED = """
+SELECT mode, participants, timeout_s FROM barrier_orchestrations WHERE orchestration_id = $1
+"""
+
+_REGISTER = """
+INSERT INTO barrier_participants (orchestration_id, name, host)
+SELECT $1, n, $3 FROM unnest($2::text[]) AS n
+ON CONFLICT (orchestration_id, name) DO NOTHING
+"""
+
+# completed / left are final: the first end wins, a repeat changes nothing.
+_END = """
+INSERT INTO barrier_participants (orchestration_id, name, state, reason, host, ended_at)
+VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (orchestration_id, name) DO UPDATE
+SET state = EXCLUDED.state, reason = EXCLUDED.reason, ended_at = EXCLUDED.ended_at
+WHERE barrier_participants.state = 'active'
+"""
+
+_OPEN_POINTS = """
+SELECT p.point FROM barrier_points p
+WHERE p.orchestration_id = $1
+  AND NOT EXISTS (
+      SELECT 1 FROM barrier_releases r
+      WHERE r.orchestration_id = p.orchestration_id AND r.point = p.point)
+ORDER BY p.point
+"""
+
+# The first arrival creates the point; every arrival locks it (DO UPDATE takes the row lock
+# like FOR UPDATE, waiting for a concurrent decider). The dummy SET keeps first_arrival_at.
+_CREATE_AND_LOCK_POINT = """
+INSERT INTO barrier_points (orchestration_id, point) VALUES ($1, $2)
+ON CONFLICT (orchestration_id, point)
+DO UPDATE SET first_arrival_at = barrier_points.first_arrival_at
+RETURNING true
+"""
+
+_LOCK_POINT = """
+SELECT true FROM barrier_points WHERE orchestration_id = $1 AND point = $2 FOR UPDATE
+"""
+
+_GET_RELEASE = """
+SELECT timed_out, missing FROM barrier_releases WHERE orchestration_id = $1 AND point = $2
+"""
+
+# Run AFTER the point is locked, as a statement of its own: its snapshot then includes
+# every arrival and departure committed before the lock was granted. $3 (may be NULL) is
+# an arrival to record; the CTE's row is not visible to this statement's SELECT, so the
+# caller adds the arriving name itself.
+_POINT_STATE = """
+WITH arrival AS (
+    INSERT INTO barrier_arrivals (orchestration_id, point, name)
+    SELECT $1, $2, $3::text WHERE $3::text IS NOT NULL
+    ON CONFLICT (orchestration_id, point, name) DO NOTHING
+)
+SELECT
+    extract(epoch FROM clock_timestamp() - p.first_arrival_at)::float8 AS elapsed_s,
+    o.timeout_s,
+    o.participants || ARRAY(
+        SELECT bp.name FROM barrier_participants bp WHERE bp.orchestration_id = $1
+    ) AS participants,
+    ARRAY(
+        SELECT bp.name FROM barrier_participants bp
+        WHERE bp.orchestration_id = $1 AND bp.state <> 'active'
+    ) AS excused,
+    ARRAY(
+        SELECT a.name FROM barrier_arrivals a WHERE a.orchestration_id = $1 AND a.point = $2
+    ) AS arrived,
+    r.point IS NOT NULL AS released,
+    r.timed_out,
+    r.missing
+FROM barrier_points p
+JOIN barrier_orchestrations o ON o.orchestration_id = p.orchestration_id
+LEFT JOIN barrier_releases r ON r.orchestration_id = p.orchestration_id AND r.point = p.point
+WHERE p.orchestration_id = $1 AND p.point = $2
+"""
+
+_INSERT_RELEASE = """
+INSERT INTO barrier_releases (orchestration_id, point, timed_out, missing)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (orchestration_id, point) DO NOTHING
+"""
+
+_PARTICIPANTS = """
+SELECT
+    o.participants || ARRAY(
+        SELECT bp.name FROM barrier_participants bp WHERE bp.orchestration_id = $1
+    ) AS participants,
+    ARRAY(
+        SELECT bp.name FROM barrier_participants bp
+        WHERE bp.orchestration_id = $1 AND bp.state <> 'active'
+    ) AS excused
+FROM barrier_orchestrations o WHERE o.orchestration_id = $1
+"""
+
+_POINTS = """
+SELECT
+    p.point,
+    p.first_arrival_at,
+    ARRAY(
+        SELECT a.name FROM barrier_arrivals a
+        WHERE a.orchestration_id = p.orchestration_id AND a.point = p.point
+        ORDER BY a.arrived_at, a.name
+    ) AS arrived,
+    r.released_at,
+    coalesce(r.timed_out, false) AS timed_out,
+    r.missing
+FROM barrier_points p
+LEFT JOIN barrier_releases r ON r.orchestration_id = p.orchestration_id AND r.point = p.point
+WHERE p.orchestration_id = $1
+"""
+
+
+# ---------------------------------------------------------------------------- the barrier
+
+
+@dataclass(eq=False, slots=True)
+class _Watch:
+    """The one watcher of a point in this process, shared by its local waiters."""
+
+    done: asyncio.Future[Release | None]  # None: the barrier was closed
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waiters: int = 0
+    missing: tuple[str, ...] = ()
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+class PostgresBarrier:
+    """Use :meth:`open`; then ``register`` the participants this process hosts."""
+
+    def __init__(
+        self,
+        dsn: str,
+        pool: asyncpg.Pool,
+        orchestration_id: str,
+        timeout_s: float,
+        *,
+        owns_pool: bool,
+        poll_interval_s: float,
+        listen: bool,
+        host: str,
+    ) -> None:
+        self.dsn = dsn
+        self.orchestration_id = orchestration_id
+        self.timeout_s = timeout_s
+        self.poll_interval_s = poll_interval_s
+        self.host = host
+        self._pool = pool
+        self._owns_pool = owns_pool
+        self._listen = listen
+        self._listener: asyncpg.Connection | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._watches: dict[str, _Watch] = {}
+        self._released: dict[str, Release] = {}
+        self._closed = False
+        # Local safety net: a wait never outlives the timeout by more than this, even with
+        # the database unreachable (then the outcome is timed out and not recorded).
+        self.grace_s = max(2.0, 3 * poll_interval_s)
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        orchestration_id: str,
+        *,
+        mode: str,
+        participants: Sequence[str],
+        timeout_s: float,
+        poll_interval_s: float = 1.0,
+        listen: bool = True,
+        pool: asyncpg.Pool | None = None,
+        pool_size: int = 4,
+        run_migrations: bool = True,
+        host: str | None = None,
+    ) -> PostgresBarrier:
+        """Declare the orchestration's barrier (first writer wins), start listening.
+
+        ``participants``: EVERY instance of the orchestration, also those other processes
+        host; stored once, so a process that hosts only some of them still waits for all.
+        ``timeout_s`` and ``mode`` are those of the first declaration; a different ``mode``
+        is refused with BarrierError.
+        """
+        if timeout_s <= 0 or poll_interval_s <= 0:
+            raise ValueError("timeout_s and poll_interval_s must be positive")
+        owns_pool = pool is None
+        if pool is None:
+            pool = await create_pool(dsn, min_size=1, max_size=pool_size)
+        try:
+            with database_errors("open barrier"):
+                async with pool.acquire() as conn:
+                    if run_migrations:
+                        await migrate(conn)
+                    await conn.execute(
+                        _DECLARE, orchestration_id, mode, list(participants), timeout_s
+                    )
+                    declared = await conn.fetchrow(_GET_DECLARED, orchestration_id)
+            if declared["mode"] != mode:
+                raise BarrierError(
+                    f"orchestration {orchestration_id!r} was declared with sync mode "
+                    f"{declared['mode']!r}, not {mode!r}",
+                    declared=declared["mode"],
+                    requested=mode,
+                )
+            barrier = cls(
+                dsn,
+                pool,
+                orchestration_id,
+                float(declared["timeout_s"]),
+                owns_pool=owns_pool,
+                poll_interval_s=poll_interval_s,
+                listen=listen,
+                host=host or f"{socket.gethostname()}:{os.getpid()}",
+            )
+            if listen:
+                await barrier._connect_listener()
+        except BaseException:
+            if owns_pool:
+                await pool.close()
+            raise
+        return barrier
+
+    # ------------------------------------------------------------------ the interface
+    async def register(self, names: Sequence[str]) -> None:
+        """The participants this process hosts (idempotent; an ended one stays ended)."""
+        await self._with_conn(
+            "register barrier participants",
+            lambda conn: conn.execute(_REGISTER, self.orchestration_id, list(names), self.host),
+        )
+
+    async def arrive(self, name: str, point: str) -> None:
+        """Record that ``name`` reached ``point`` (idempotent) and release it if complete."""
+
+        async def run(conn: asyncpg.Connection) -> Release | KeepWaiting | None:
+            return await self._decide(conn, point, arriving=name)
+
+        decision = await self._with_conn(f"arrive at {point}", run)
+        if isinstance(decision, Release):
+            self._resolve(point, decision)
+
+    async def wait(self, name: str, point: str) -> WaitOutcome:
+        """Until ``point`` is released (or times out). Call after :meth:`arrive`."""
+        started = time.monotonic()
+        known = self._released.get(point)
+        if known is not None:
+            return _outcome(known, 0.0)
+        if self._closed:
+            return WaitOutcome(False, False, [], 0.0, "barrier closed")
+        watch = self._watches.get(point)
+        if watch is None:
+            watch = _Watch(done=asyncio.get_running_loop().create_future())
+            self._watches[point] = watch
+            watch.task = asyncio.create_task(self._watch(point, watch), name=f"barrier:{point}")
+        watch.waiters += 1
+        limit = self.timeout_s + self.grace_s
+        try:
+            result = await asyncio.wait_for(asyncio.shield(watch.done), limit)
+        except TimeoutError:
+            note = f"no decision from the database within {limit:g}s; continuing"
+            if watch.error:
+                note += f" ({watch.error})"
+            return WaitOutcome(False, True, list(watch.missing), time.monotonic() - started, note)
+        finally:
+            watch.waiters -= 1
+            if watch.waiters == 0 and self._watches.get(point) is watch:
+                del self._watches[point]
+                if watch.task is not None:
+                    watch.task.cancel()
+        waited = time.monotonic() - started
+        if result is None:
+            return WaitOutcome(False, False, list(watch.missing), waited, "barrier closed")
+        return _outcome(result, waited)
+
+    async def leave(self, name: str, reason: str) -> None:
+        """``name`` failed, timed out, was blocked or cancelled: nobody waits for it."""
+        await self._end(name, "left", reason)
+
+    async def complete(self, name: str) -> None:
+        """``name`` finished: it has passed every barrier point."""
+        await self._end(name, "completed", None)
+
+    async def points(self) -> list[PointStatus]:
+        async def run(conn: asyncpg.Connection) -> list[PointStatus]:
+            people = await conn.fetchrow(_PARTICIPANTS, self.orchestration_id)
+            rows = await conn.fetch(_POINTS, self.orchestration_id)
+            everyone = people["participants"] if people else []
+            excused = set(people["excused"]) if people else set()
+            found = [
+                PointStatus(
+                    point=row["point"],
+                    arrived=list(row["arrived"]),
+                    first_arrival_at=row["first_arrival_at"],
+                    released_at=row["released_at"],
+                    timed_out=row["timed_out"],
+                    missing=(
+                        list(row["missing"])
+                        if row["released_at"] is not None
+                        else list(missing(everyone, set(row["arrived"]), excused))
+                    ),
+                )
+                for row in rows
+            ]
+            found.sort(key=lambda p: point_sort_key(p.point))
+            return found
+
+        return await self._with_conn("read barrier points", run)
+
+    async def close(self) -> None:
+        """Stop watching and listening; pending waits return "barrier closed"."""
+        if self._closed:
+            return
+        self._closed = True
+        for watch in list(self._watches.values()):
+            if not watch.done.done():
+                watch.done.set_result(None)
+            if watch.task is not None:
+                watch.task.cancel()
+        self._watches.clear()
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await listener.close(timeout=2.0)
+        if self._owns_pool:
+            await self._pool.close()
+
+    # ------------------------------------------------------------------ decisions
+    async def _decide(
+        self, conn: asyncpg.Connection, point: str, *, arriving: str | None
+    ) -> Release | KeepWaiting | None:
+        """One transaction: lock the point, read, decide, maybe insert the release.
+
+        None when the point does not exist yet (nobody arrived)."""
+        orch = self.orchestration_id
+        async with conn.transaction():
+            lock = _LOCK_POINT if arriving is None else _CREATE_AND_LOCK_POINT
+            if not await conn.fetchval(lock, orch, point):
+                return None
+            row = await conn.fetchrow(_POINT_STATE, orch, point, arriving)
+            if row["released"]:
+                return Release(timed_out=row["timed_out"], missing=tuple(row["missing"]))
+            arrived = set(row["arrived"])
+            if arriving is not None:
+                arrived.add(arriving)
+            decision = decide(
+                row["participants"],
+                arrived,
+                set(row["excused"]),
+                row["elapsed_s"],
+                row["timeout_s"],
+            )
+            if isinstance(decision, Release):
+                await conn.execute(
+                    _INSERT_RELEASE, orch, point, decision.timed_out, list(decision.missing)
+                )
+            return decision
+
+    async def _check(self, point: str) -> Release | KeepWaiting | None:
+        """A released point costs one lock-free read; otherwise decide (timeouts too)."""
+
+        async def run(conn: asyncpg.Connection) -> Release | KeepWaiting | None:
+            row = await conn.fetchrow(_GET_RELEASE, self.orchestration_id, point)
+            if row is not None:
+                return Release(timed_out=row["timed_out"], missing=tuple(row["missing"]))
+            return await self._decide(conn, point, arriving=None)
+
+        with database_errors(f"check {point}"):
+            async with self._pool.acquire() as conn:
+                return await run(conn)
+
+    async def _end(self, name: str, state: str, reason: str | None) -> None:
+        async def run(conn: asyncpg.Connection) -> list[tuple[str, Release]]:
+            orch = self.orchestration_id
+            await conn.execute(_END, orch, name, state, reason, self.host)
+            released: list[tuple[str, Release]] = []
+            for row in await conn.fetch(_OPEN_POINTS, orch):
+                decision = await self._decide(conn, row["point"], arriving=None)
+                if isinstance(decision, Release):
+                    released.append((row["point"], decision))
+            return released
+
+        for point, decision in await self._with_conn(f"{state}: {name}", run):
+            self._resolve(point, decision)
+
+    def _resolve(self, point: str, decision: Release) -> None:
+        """A release this process saw: local waiters go at once, without the NOTIFY trip."""
+        self._released[point] = decision
+        watch = self._watches.get(point)
+        if watch is not None and not watch.done.done():
+            watch.done.set_result(decision)
+
+    async def _with_conn(
+        self, operation: str, run: Callable[[asyncpg.Connection], Awaitable[T]]
+    ) -> T:
+        """``run`` on a pooled connection; transient failures are retried for ~2 s."""
+        delays = (0.1, 0.3, 0.6, 1.0)
+        for attempt in range(len(delays) + 1):
+            try:
+                with database_errors(operation):
+                    async with self._pool.acquire() as conn:
+                        return await run(conn)
+            except DatabaseError as exc:
+                if attempt == len(delays) or not is_transient(exc) or self._closed:
+                    raise
+                await asyncio.sleep(delays[attempt])
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ watching
+    async def _watch(self, point: str, watch: _Watch) -> None:
+        while not watch.done.done():
+            watch.wake.clear()  # before reading: a notification during the read re-wakes
+            delay = self.poll_interval_s
+            try:
+                decision = await self._check(point)
+                watch.error = None
+            except DatabaseError as exc:
+                decision, watch.error = None, str(exc)
+            if isinstance(decision, Release):
+                self._resolve(point, decision)
+                return
+            if isinstance(decision, KeepWaiting):
+                watch.missing = decision.missing
+                # Be there when the timeout is due (server time), not up to a poll later.
+                delay = min(delay, decision.remaining_s + 0.005)
+            self._ensure_listener()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watch.wake.wait(), delay)
+
+    # ------------------------------------------------------------------ listening
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        try:
+            message = orjson.loads(payload)
+            orch, point = message["o"], message["p"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return
+        if orch != self.orchestration_id:
+            return
+        watch = self._watches.get(point)
+        if watch is not None:
+            watch.wake.set()
+
+    def _on_listener_lost(self, conn: Any) -> None:
+        if conn is self._listener:
+            self._listener = None
+        self._wake_all()  # notifications in the gap are lost: everyone re-reads
+
+    def _wake_all(self) -> None:
+        for watch in self._watches.values():
+            watch.wake.set()
+
+    def _ensure_listener(self) -> None:
+        """Reconnect the listener in the background if it is gone (at most one attempt
+        per poll interval: the watchers call this on every round)."""
+        if not self._listen or self._closed:
+            return
+        if self._listener is not None and not self._listener.is_closed():
+            return
+        if self._listener_task is None or self._listener_task.done():
+            self._listener_task = asyncio.create_task(self._reconnect(), name="barrier:listen")
+
+    async def _reconnect(self) -> None:
+        try:
+            await self._connect_listener()
+        except DatabaseError:
+            await asyncio.sleep(self.poll_interval_s)
+            return
+        self._wake_all()
+
+    async def _connect_listener(self) -> None:
+        conn = await connect(self.dsn)
+        try:
+            with database_errors("listen for barrier releases"):
+                await conn.add_listener(CHANNEL, self._on_notify)
+            conn.add_termination_listener(self._on_listener_lost)
+        except BaseException:
+            await conn.close()
+            raise
+        if self._closed:
+            await conn.close()
+            return
+        self._listener = conn
+
+
+def _outcome(decision: Release, waited_s: float) -> WaitOutcome:
+    return WaitOutcome(
+        released=not decision.timed_out,
+        timed_out=decision.timed_out,
+        missing=list(decision.missing),
+        waited_s=waited_s,
+    )
