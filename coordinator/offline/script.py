@@ -34,7 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from coordinator.errors import MISSING, ConfigError
 
 StopReason = Literal["end_turn", "tool_use", "max_tokens", "stop_sequence", "pause_turn", "refusal"]
-Fault = Literal["truncate", "malformed"]
+# truncate: the body ends before message_delta; malformed: unparsable SSE data;
+# disconnect: the TCP connection is closed mid-body.
+Fault = Literal["truncate", "malformed", "disconnect"]
 
 # The error "type" the real API puts in its JSON body for each status.
 _ERROR_TYPES: dict[int, str] = {

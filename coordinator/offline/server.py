@@ -31,12 +31,16 @@ Facts verified against claude 2.1.329 in ``-p`` mode (see tests/offline/test_cla
   ``x-should-retry: false`` stops retries at once; ``CLAUDE_CODE_MAX_RETRIES=N`` caps
   them. A run that gives up ends with ``result.is_error: true`` (subtype ``success``),
   ``api_error_status`` set, ``terminal_reason: "api_error"``, zero usage, exit code 1.
-* Faults: a stream cut mid-way (``truncate``) is retried like an error (``api_retry``
-  with ``error_status: null``, about 0.5 s later) and the partial message is not
-  counted. Unparsable SSE data (``malformed``) makes the CLI print "Could not parse
-  message into JSON" on stderr and ask again at once without streaming (``stream:
-  false``, ``max_tokens: 64000``); the partial message's ``message_start`` usage (output
-  placeholder included) IS added to ``result.usage``.
+* Faults (the first events of the message are sent, never ``message_delta``):
+  ``truncate`` ends the body cleanly without ``message_stop``: the CLI retries like an
+  error (``api_retry`` with ``error_status: null``, about 0.5 s later). ``malformed``
+  sends unparsable SSE data: the CLI prints "Could not parse message into JSON" on
+  stderr and asks again at once without streaming (``stream: false``, ``max_tokens:
+  64000``). In both cases the partial message's ``message_start`` usage (output
+  placeholder 1 included) IS added to ``result.usage``: compare with
+  ``usage_by_key(include_faults=True)``. ``disconnect`` closes the TCP connection
+  mid-body and is retried too, but whether the partial is counted is a race inside
+  the CLI (it is only if the CLI read ``message_start`` before the reset).
 * Timing: a run of three scripted requests with two tool calls takes about 0.9 s wall.
 
 Models: a response's ``model`` if the script sets one, else the requested model (so the
@@ -482,9 +486,8 @@ class ModelServer:
     def usage_by_key(self, *, include_faults: bool = False) -> dict[str, TokenUsage]:
         """Token totals per conversation key over complete messages.
 
-        ``include_faults`` adds the ``message_start`` snapshots of faulty streams: the CLI
-        counts them after a ``malformed`` fault (it keeps the partial message and asks
-        again without streaming) but not after a ``truncate`` (it retries the stream).
+        ``include_faults`` adds the ``message_start`` snapshots of faulty streams, which
+        the CLI counts after ``truncate`` and ``malformed`` faults (see the module doc).
         """
         totals: dict[str, TokenUsage] = {}
         for served in self.served:
@@ -643,8 +646,8 @@ class ModelServer:
                 await asyncio.sleep(response.chunk_delay_s)
             writer.write(_chunk(encode_sse(event, data)))
             await writer.drain()
-        if response.fault == "truncate":
-            return False  # close mid-body: the client sees the stream cut
+        if response.fault == "disconnect":
+            return False  # close the connection mid-body: a transport error
         if response.fault == "malformed":
             writer.write(_chunk(MALFORMED_EVENT))
         writer.write(b"0\r\n\r\n")

@@ -66,10 +66,12 @@ def _tool_script(file_name: str, marker: str) -> dict[str, Any]:
     }
 
 
-def _assert_matches_ground_truth(run: ClaudeRun, server: ModelServerThread, key: str) -> None:
+def _assert_matches_ground_truth(
+    run: ClaudeRun, server: ModelServerThread, key: str, *, include_faults: bool = False
+) -> None:
     result = run.result
     assert result["subtype"] == "success" and result["is_error"] is False, run.stderr
-    assert _usage(result) == server.usage_by_key()[key]
+    assert _usage(result) == server.usage_by_key(include_faults=include_faults)[key]
     assert result["num_turns"] == server.message_count(key)
     served_ids = [s.message_id for s in server.served if s.key == key and s.complete]
     assistant_ids = list(dict.fromkeys(e["message"]["id"] for e in run.of("assistant")))
@@ -208,14 +210,14 @@ def test_401_is_retried_like_other_errors(run_claude: RunClaude) -> None:
     assert server.served_count("bad-key") == 2
 
 
-def test_truncated_stream_is_retried_and_not_counted(run_claude: RunClaude) -> None:
-    script = {
+def _fault_script(fault: str) -> dict[str, Any]:
+    return {
         "conversations": {
-            "cut": {
+            fault: {
                 "responses": [
                     {
-                        "text": "This answer is cut off midway.",
-                        "fault": "truncate",
+                        "text": "This answer breaks off midway.",
+                        "fault": fault,
                         "usage": {"input_tokens": 500, "output_tokens": 50},
                     },
                     {"text": "Whole answer.", "usage": {"input_tokens": 60, "output_tokens": 6}},
@@ -223,31 +225,34 @@ def test_truncated_stream_is_retried_and_not_counted(run_claude: RunClaude) -> N
             }
         }
     }
-    with serve_in_thread(script) as server:
-        run = run_claude(server.url, key="cut")
+
+
+def test_truncated_stream_is_retried_and_partial_counted(run_claude: RunClaude) -> None:
+    with serve_in_thread(_fault_script("truncate")) as server:
+        run = run_claude(server.url, key="truncate")
     assert [r["error_status"] for r in run.of("system", "api_retry")] == [None]
-    _assert_matches_ground_truth(run, server, "cut")
-    assert _usage(run.result) == TokenUsage(60, 6, 0, 0)
+    assert [r.stream for r in server.requests] == [True, True]
+    _assert_matches_ground_truth(run, server, "truncate", include_faults=True)
+    assert _usage(run.result) == TokenUsage(560, 7, 0, 0)
+
+
+def test_disconnect_is_retried_and_partial_maybe_counted(run_claude: RunClaude) -> None:
+    with serve_in_thread(_fault_script("disconnect")) as server:
+        run = run_claude(server.url, key="disconnect")
+    assert [r["error_status"] for r in run.of("system", "api_retry")] == [None]
+    assert run.result["result"] == "Whole answer."
+    # A race inside the CLI: the partial counts only if it was read before the reset.
+    assert _usage(run.result) in (
+        server.usage_by_key()["disconnect"],
+        server.usage_by_key(include_faults=True)["disconnect"],
+    )
 
 
 def test_malformed_stream_falls_back_and_counts_partial(run_claude: RunClaude) -> None:
-    script = {
-        "conversations": {
-            "garbled": {
-                "responses": [
-                    {
-                        "text": "This answer turns to garbage.",
-                        "fault": "malformed",
-                        "usage": {"input_tokens": 500, "output_tokens": 50},
-                    },
-                    {"text": "Whole answer.", "usage": {"input_tokens": 60, "output_tokens": 6}},
-                ]
-            }
-        }
-    }
-    with serve_in_thread(script) as server:
-        run = run_claude(server.url, key="garbled")
-    assert run.result["subtype"] == "success" and run.result["result"] == "Whole answer."
+    with serve_in_thread(_fault_script("malformed")) as server:
+        run = run_claude(server.url, key="malformed")
+    assert run.of("system", "api_retry") == []
+    assert "Could not parse message into JSON" in run.stderr
     assert [r.stream for r in server.requests] == [True, False]  # non-streaming fallback
-    assert _usage(run.result) == server.usage_by_key(include_faults=True)["garbled"]
+    _assert_matches_ground_truth(run, server, "malformed", include_faults=True)
     assert _usage(run.result) == TokenUsage(560, 7, 0, 0)

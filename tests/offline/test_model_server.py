@@ -296,7 +296,7 @@ def test_chunked_request_body(server: ModelServerThread, conn: http.client.HTTPC
     assert server.served[0].key == "alpha"
 
 
-@pytest.mark.parametrize("fault", ["truncate", "malformed"])
+@pytest.mark.parametrize("fault", ["truncate", "malformed", "disconnect"])
 def test_faults(fault: str) -> None:
     script = {
         "default": {
@@ -310,16 +310,18 @@ def test_faults(fault: str) -> None:
         conn = _connection(server.url)
         response = _post(conn, _body(), key="k")
         assert response.status == 200
-        if fault == "truncate":
+        if fault == "disconnect":
             with pytest.raises(http.client.IncompleteRead):
                 response.read()
             conn.close()
         else:
-            raw = response.read()
-            assert raw.endswith(MALFORMED_EVENT)
-            names = [n for n, _ in _events(raw[: -len(MALFORMED_EVENT)])]
+            raw = response.read()  # a complete chunked body
+            if fault == "malformed":
+                assert raw.endswith(MALFORMED_EVENT)
+                raw = raw[: -len(MALFORMED_EVENT)]
+            names = [n for n, _ in _events(raw)]
             assert names == ["message_start", "ping", "content_block_start", "content_block_delta"]
-        second = _post(conn, _body(), key="k")
+        second = _post(conn, _body(), key="k")  # the connection stays usable unless cut
         assert second.status == 200
         second.read()
         conn.close()
@@ -328,6 +330,14 @@ def test_faults(fault: str) -> None:
         assert first.usage == TokenUsage(10, 1, 0, 0)  # the message_start snapshot
         assert server.usage_by_key() == {"k": TokenUsage(3, 2, 0, 0)}
         assert server.usage_by_key(include_faults=True) == {"k": TokenUsage(13, 3, 0, 0)}
+
+
+def test_fault_without_content_never_sends_message_delta() -> None:
+    with serve_in_thread({"default": {"responses": [{"fault": "truncate"}]}}) as server:
+        conn = _connection(server.url)
+        names = [n for n, _ in _events(_post(conn, _body(), key="k").read())]
+        conn.close()
+    assert names == ["message_start", "ping"]
 
 
 async def test_async_server_stops_with_idle_keep_alive_connection() -> None:

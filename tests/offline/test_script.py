@@ -100,7 +100,7 @@ def test_error_type_follows_status(status: int, expected: str) -> None:
         (
             {"default": {"responses": [{"fault": "explode"}]}},
             "default.responses.0.fault",
-            "'truncate' or 'malformed'",
+            "'truncate', 'malformed' or 'disconnect'",
         ),
         ({"default": {"responses": [{"repeat": 0}]}}, "default.responses.0.repeat", "greater"),
         (
