@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -242,7 +242,9 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
     return outcome.exit_code
 
 
-def _offline_env(env: dict[str, str] | None) -> Any:
+def _offline_env(
+    env: dict[str, str] | None,
+) -> Callable[[PlannedInstance], dict[str, str]] | None:
     if env is None:
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -51,7 +52,11 @@ def _instance(inst: PlannedInstance, plan: RunPlan, secrets: list[str]) -> dict[
         "resume": inst.resume,
         "workspace": str(inst.workspace),
         "offset_s": inst.offset_s,
-        "launch_at": ((plan.start_at.timestamp() + inst.offset_s) if plan.start_at else None),
+        "launch_at": (
+            (plan.start_at + timedelta(seconds=inst.offset_s)).isoformat()
+            if plan.start_at
+            else None
+        ),
         "argv": argv,
         "command_line": shlex.join(argv),
         "stdin_turns": list(inst.turns) if inst.streams_input else [],
@@ -96,11 +101,8 @@ def render_text(plan: RunPlan, environ: dict[str, str] | None = None) -> str:
         lines.append(f"    session    {inst.session_id} ({_session_note(inst)})")
         lines.append(f"    cwd        {inst.workspace}")
         offset = f"+{inst.offset_s:g}s"
-        if plan.start_at is not None:
-            launch = plan.start_at.timestamp() + inst.offset_s
-            from datetime import datetime
-
-            offset += f" ({datetime.fromtimestamp(launch, plan.start_at.tzinfo).isoformat()})"
+        if row["launch_at"] is not None:
+            offset += f" ({row['launch_at']})"
         lines.append(f"    launch     {offset}")
         lines.append(f"    permission {inst.permission_mode.value}")
         if row["token_budget"] or row["command_budget"]:

@@ -65,6 +65,7 @@ class Accountant:
     permission_denials: dict[str, int] = field(default_factory=dict)
     api_retries: dict[str, int] = field(default_factory=dict)
     last_retry: ApiRetry | None = None
+    last_denial: str | None = None  # tool name of the most recent permission denial
     results: int = 0
     num_turns: int = 0
     last_result: Result | None = None
@@ -93,6 +94,7 @@ class Accountant:
                 if res.is_error and any(m in res.text for m in PERMISSION_MARKERS):
                     name = self._tool_names.get(res.tool_use_id, "?")
                     self.permission_denials[name] = self.permission_denials.get(name, 0) + 1
+                    self.last_denial = name
             return False
         if isinstance(event, ApiRetry):
             self.api_retries[event.error] = self.api_retries.get(event.error, 0) + 1

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
@@ -60,8 +62,6 @@ def build_argv(claude_bin: str, spec: LaunchSpec) -> list[str]:
 def user_turn_line(text: str, session_id: str) -> bytes:
     """One stream-json input line: a user turn for an instance started with
     ``--input-format stream-json``."""
-    import orjson
-
     return (
         orjson.dumps(
             {

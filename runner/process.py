@@ -181,11 +181,7 @@ class InstanceProcess:
     async def stop(self, grace: float = 3.0) -> int:
         """Stop the instance and everything it started; returns the exit code."""
         self.close_stdin()
-        self.tree.snapshot()
-        if self.suspended:
-            self._signal_all(signal.SIGCONT)
-            self.suspended = False
-        self._signal_all(signal.SIGTERM)
+        self.terminate()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.proc.wait(), grace)
         await self.reap(grace=min(grace, 1.0))

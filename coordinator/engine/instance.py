@@ -196,9 +196,9 @@ class InstanceRun:
             label = RETRY_LABELS.get(event.error, event.error.replace("_", " "))
             state.last_event = f"{label}, retry {event.attempt}/{event.max_retries}"
         elif isinstance(event, UserToolResults):
-            for name, count in state.accountant.permission_denials.items():
-                if count:
-                    state.last_event = f"permission denied: {name}"
+            denied = state.accountant.last_denial
+            if denied is not None and any(r.is_error for r in event.results):
+                state.last_event = f"permission denied: {denied}"
         elif isinstance(event, SystemInit):
             state.init_version = event.claude_code_version
             state.last_event = "initialised"

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.live import Live
 
 from coordinator.engine.orchestrator import Orchestrator
-from coordinator.status.render import ReportOptions, plain_lines, render_report
+from coordinator.status.render import ReportOptions, header_line, plain_lines, render_report
 from coordinator.status.rows import StatusRow, row_from_state
 
 FAILED = ("failed", "timeout", "blocked")
@@ -78,8 +78,6 @@ class StatusReporter:
 
     def _plain(self, orch: Orchestrator) -> None:
         elapsed = time.monotonic() - orch.started_mono
-        from coordinator.status.render import header_line
-
         rows = self.rows(orch)
         self.console.print(
             header_line(f"coordinator {orch.plan.orchestration_id}", elapsed, rows),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,9 @@ def test_dry_run_json_and_start_at(tmp_path: Path) -> None:
     assert plan["start_at"] is not None
     assert [i["name"] for i in plan["instances"]] == ["simple", "medium", "complex"]
     assert [i["offset_s"] for i in plan["instances"]] == [0.0, 1.0, 2.0]
+    start = datetime.fromisoformat(plan["start_at"])
+    launches = [datetime.fromisoformat(i["launch_at"]) for i in plan["instances"]]
+    assert [(t - start).total_seconds() for t in launches] == [0.0, 1.0, 2.0]
     for inst in plan["instances"]:
         assert inst["argv"][1:5] == ["-p", "--output-format", "stream-json", "--verbose"]
         assert inst["command_line"].startswith(inst["argv"][0])

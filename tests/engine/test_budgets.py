@@ -15,7 +15,7 @@ def lines(msg: str, inp: int, out: int) -> dict[str, list[str]]:
     return {"lines": [raw.decode().rstrip("\n") for raw in api_response(msg, inp, out)]}
 
 
-async def test_overall_block_stops_running_and_skips_pending(tmp_path: Path) -> None:
+async def test_overall_block_stops_every_running_instance(tmp_path: Path) -> None:
     _orch, outcome = await run_replay(
         tmp_path,
         [{"command": "go", "name": "spender"}, {"command": "go", "name": "bystander"}],

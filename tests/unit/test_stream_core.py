@@ -185,6 +185,7 @@ def test_permission_denials_and_retries() -> None:
     )
     acct = account(stream)
     assert acct.permission_denials == {"Bash": 1}
+    assert acct.last_denial == "Bash"
     assert acct.api_retries == {"overloaded": 1}
 
 
