@@ -176,13 +176,17 @@ async def offline_server(req: RunRequest, plan: RunPlan) -> AsyncIterator[dict[s
         yield env
 
 
-async def open_sink(req: RunRequest, settings: Settings, console: Console) -> RunSink:
+async def open_sink(
+    req: RunRequest, settings: Settings, console: Console
+) -> tuple[RunSink, str | None]:
+    """Where the run is persisted, and the DSN the barrier shares (None: no database)."""
     if req.no_database or settings.no_database:
-        return NullSink()
+        return NullSink(), None
     from coordinator.engine.db_sink import open_db_sink
 
     try:
-        return await open_db_sink(req.database_url, settings)
+        sink = await open_db_sink(req.database_url, settings)
+        return sink, sink.dsn
     except Exception as exc:  # the run goes on without persistence, loudly
         console.print(
             f"warning: no database, progress is not persisted: {exc}",
@@ -190,7 +194,7 @@ async def open_sink(req: RunRequest, settings: Settings, console: Console) -> Ru
             highlight=False,
         )
         log.warning("database unavailable", error=str(exc))
-        return NullSink()
+        return NullSink(), None
 
 
 async def run(req: RunRequest, settings: Settings, console: Console) -> int:
@@ -200,7 +204,7 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
     if not await wait_for_start(plan, console):
         return 130
     output = req.output or default_output_path(plan, datetime.now())
-    sink = await open_sink(req, settings, console)
+    sink, dsn = await open_sink(req, settings, console)
     reporter = StatusReporter(
         console,
         plan.status_report_interval,
@@ -226,6 +230,7 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
             sink=sink,
             instance_env=_offline_env(offline_env),
             on_note=note_printer(console, reporter.live and not req.quiet),
+            barrier_dsn=dsn,
         )
         done = asyncio.Event()
         report = asyncio.create_task(reporter.run(orch, done))

@@ -39,6 +39,10 @@ def instance_result(state: InstanceState) -> dict[str, Any]:
         "ended_at": iso(state.ended_unix),
         "duration_s": round(state.duration_s(), 3),
         "wait_s": round(state.waiting_s(), 3),
+        "sync_waits": [
+            {"point": point, "waited_s": waited, "timed_out": timed_out}
+            for point, waited, timed_out in state.sync_waits
+        ],
         **usage.as_dict(),
         "total_cost_usd": round(acct.cost_usd, 6),
         "cost_is_estimate": acct.cost_is_estimate,
@@ -92,6 +96,7 @@ def build_results(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
         "exit_code": outcome.exit_code,
         "counts": {k: v for k, v in by_status.items() if v},
         "sync_mode": plan.sync.mode.value,
+        "sync": outcome.sync,
         "totals": {
             **totals,
             "total_cost_usd": round(sum(i["total_cost_usd"] for i in instances), 6),

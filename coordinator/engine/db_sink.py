@@ -87,9 +87,10 @@ def checkpoint_row(
 
 
 class DbSink:
-    def __init__(self, store: PostgresStore, dsn_masked: str) -> None:
+    def __init__(self, store: PostgresStore, dsn_masked: str, dsn: str | None = None) -> None:
         self.store = store
         self.dsn_masked = dsn_masked
+        self.dsn = dsn  # for the barrier's own connections; never logged (dsn_masked is)
         self.writer = BatchedWriter(store)
         self.host = socket.gethostname()
         self._orch_id = ""
@@ -148,4 +149,4 @@ async def open_db_sink(url: str | None, settings: Settings) -> DbSink:
 
     resolved = await asyncio.to_thread(resolve_dsn, settings.database_dsn(url))
     store = await open_store(resolved.dsn)
-    return DbSink(store, resolved.masked)
+    return DbSink(store, resolved.masked, resolved.dsn)

@@ -18,11 +18,13 @@ from datetime import UTC, datetime
 
 import structlog
 
+from coordinator.barrier import Barrier, MemoryBarrier, open_barrier
 from coordinator.budget.rules import Budget, BudgetBook, BudgetEvent, BudgetScope, budgets_from_plan
 from coordinator.config.models import BudgetMode
 from coordinator.engine.instance import InstanceRun, Limits
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
+from coordinator.engine.sync import BARRIER_TROUBLE, SyncDriver
 from coordinator.plan import PlannedInstance, RunPlan
 from runner.accounting import Accountant
 from runner.guardian import Guardian
@@ -62,6 +64,7 @@ class RunOutcome:
     budgets: BudgetBook
     interrupted: bool
     notes: list[str] = field(default_factory=list)
+    sync: dict[str, object] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -81,6 +84,8 @@ class Orchestrator:
         instance_env: Callable[[PlannedInstance], Mapping[str, str]] | None = None,
         on_note: Callable[[str], None] | None = None,
         guardian: bool = True,
+        barrier_dsn: str | None = None,
+        barrier_poll_s: float = 1.0,
     ) -> None:
         self.plan = plan
         self.base_env = base_env
@@ -108,6 +113,9 @@ class Orchestrator:
         self._cancel_event = asyncio.Event()
         self._use_guardian = guardian
         self._guardian: Guardian | None = None
+        self._barrier_dsn = barrier_dsn
+        self._barrier_poll_s = barrier_poll_s
+        self.sync: SyncDriver | None = None
         self.started_mono = time.monotonic()
         self.started_unix = time.time()
 
@@ -121,18 +129,24 @@ class Orchestrator:
             self._guardian = Guardian()
         try:
             await self.sink.open(self.plan, socket.gethostname())
+            self.sync = await self._open_sync()
             self.started_mono = time.monotonic()
             self.started_unix = time.time()
             self._launches = {
                 inst.name: asyncio.create_task(self._launch(inst), name=f"launch:{inst.name}")
                 for inst in self.plan.instances
             }
-            scanner = asyncio.create_task(self._scan_descendants(), name="descendants")
+            helpers = [asyncio.create_task(self._scan_descendants(), name="descendants")]
+            if self.sync.active:
+                helpers.append(asyncio.create_task(self._refresh_sync(), name="sync-status"))
             try:
                 await asyncio.gather(*self._launches.values(), return_exceptions=True)
             finally:
-                scanner.cancel()
+                for task in helpers:
+                    task.cancel()
         finally:
+            if self.sync is not None:
+                await self.sync.close()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             if self._guardian is not None:
@@ -145,6 +159,7 @@ class Orchestrator:
             budgets=self.budgets,
             interrupted=self.cancelled is not None,
             notes=self.notes,
+            sync=self.sync.summary() if self.sync is not None else {},
         )
 
     def cancel(self, reason: str = "cancelled") -> None:
@@ -155,6 +170,46 @@ class Orchestrator:
         self._note(f"{reason}: stopping every instance")
         for run in self.runs.values():
             run.request_stop(Status.CANCELLED, reason)
+
+    # ------------------------------------------------------------------ barrier
+    async def _open_sync(self) -> SyncDriver:
+        """The barrier of ``plan.sync.mode``: on Postgres when the run has a database (so
+        runners in other processes can join), else in memory. A database that cannot hold
+        the barrier falls back to memory, loudly: this process's instances still sync."""
+        plan = self.plan
+        names = [inst.name for inst in plan.instances]
+        barrier: Barrier
+        try:
+            barrier = await open_barrier(
+                plan.sync.mode,
+                plan.orchestration_id,
+                self._barrier_dsn,
+                participants=names,
+                timeout_s=plan.sync.timeout_s,
+                poll_interval_s=self._barrier_poll_s,
+            )
+        except BARRIER_TROUBLE as exc:
+            self._note(f"barrier database unavailable, syncing in this process only: {exc}")
+            barrier = MemoryBarrier(plan.orchestration_id, names, plan.sync.timeout_s)
+        driver = SyncDriver(
+            plan,
+            barrier,
+            states=self.states,
+            note=self._note,
+            run_of=self.runs.get,
+            changed=self.sink.instance_changed,
+        )
+        await driver.open(names)
+        return driver
+
+    async def _refresh_sync(self, interval: float = 0.5) -> None:
+        assert self.sync is not None
+        while True:
+            await self.sync.refresh()
+            await asyncio.sleep(interval)
+
+    def sync_line(self) -> str | None:
+        return self.sync.sync_line() if self.sync is not None else None
 
     # ------------------------------------------------------------------ launching
     async def _launch(self, inst: PlannedInstance) -> None:
@@ -189,6 +244,8 @@ class Orchestrator:
         state.reason = reason
         state.last_event = reason
         self.sink.instance_changed(state)
+        if self.sync is not None:
+            self.sync.on_finished(state)
 
     async def _scan_descendants(self, interval: float = 1.0) -> None:
         """Record every process each instance starts, even one that leaves the instance's
@@ -228,6 +285,8 @@ class Orchestrator:
         for hit in state.milestone_hits[-len(crossed) :] if crossed else ():
             self.sink.milestone(state, hit, f"{hit.pct}%")
         self.sink.instance_changed(state)
+        if self.sync is not None:
+            self.sync.on_progress(state, crossed)
 
     def on_finished(self, state: InstanceState) -> None:
         log.info(
@@ -242,9 +301,13 @@ class Orchestrator:
             at_ms = int((state.ended_unix or time.time()) * 1000)
             self.sink.milestone(state, MilestoneHit(100, at_ms, state.duration_s()), "completed")
         self.sink.instance_changed(state)
+        if self.sync is not None:
+            self.sync.on_finished(state)
 
     async def before_turn(self, state: InstanceState, index: int) -> None:
-        return None
+        if self.sync is not None:
+            await self.sync.before_turn(state, index)
+            self.sink.instance_changed(state)
 
     # ------------------------------------------------------------------ budgets
     def _budget_event(self, state: InstanceState, event: BudgetEvent) -> None:

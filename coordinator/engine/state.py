@@ -7,6 +7,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from coordinator.barrier.rules import point_label
 from coordinator.plan import PlannedInstance
 from runner.accounting import Accountant
 from runner.progress import MilestoneTracker, ProgressTracker
@@ -65,9 +66,11 @@ class InstanceState:
     started_unix: float | None = None
     ended_unix: float | None = None
     last_activity_mono: float | None = None
-    wait_s: float = 0.0
+    wait_s: float = 0.0  # at barriers, finished waits; apart from working time
     waiting_since: float | None = None
-    wait_note: str | None = None
+    wait_point: str | None = None  # the barrier point it waits at
+    wait_arrived: tuple[int, int] | None = None  # (arrived, expected) there, as last read
+    sync_waits: list[tuple[str, float, bool]] = field(default_factory=list)  # point, s, timeout
     turns_sent: int = 0
     lines: int = 0
     bytes: int = 0
@@ -93,3 +96,13 @@ class InstanceState:
         if self.waiting_since is not None:
             extra = (now or time.monotonic()) - self.waiting_since
         return self.wait_s + extra
+
+    def wait_text(self, now: float | None = None) -> str | None:
+        """``waiting at 50%, 2/3 arrived, 12 s`` while at a barrier, else None."""
+        if self.status is not Status.WAITING or self.wait_point is None:
+            return None
+        text = f"waiting at {point_label(self.wait_point)}"
+        if self.wait_arrived is not None:
+            text += f", {self.wait_arrived[0]}/{self.wait_arrived[1]} arrived"
+        since = self.waiting_since
+        return text + (f", {(now or time.monotonic()) - since:.0f} s" if since is not None else "")

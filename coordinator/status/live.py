@@ -46,7 +46,7 @@ class StatusReporter:
             self.rows(orch),
             orch.budgets.budgets,
             self.options,
-            extra=orch.notes[-5:],
+            extra=[*self._sync(orch), *orch.notes[-5:]],
         )
 
     async def run(self, orch: Orchestrator, done: asyncio.Event) -> None:
@@ -84,8 +84,15 @@ class StatusReporter:
             highlight=False,
             soft_wrap=True,
         )
+        for line in self._sync(orch):
+            self.console.print("  " + line, highlight=False, soft_wrap=True)
         for line in plain_lines(rows):
             self.console.print("  " + line, highlight=False, soft_wrap=True)
+
+    @staticmethod
+    def _sync(orch: Orchestrator) -> list[str]:
+        line = orch.sync_line()
+        return [line] if line else []
 
     async def _errors_only(self, orch: Orchestrator, done: asyncio.Event) -> None:
         while not done.is_set():

@@ -6,7 +6,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from coordinator.engine.state import InstanceState, Status
+from coordinator.engine.state import InstanceState
 
 ICONS = {
     "pending": "·",
@@ -55,7 +55,7 @@ class StatusRow:
 def row_from_state(state: InstanceState, now: float | None = None) -> StatusRow:
     now = now or time.monotonic()
     acct = state.accountant
-    note = state.wait_note if state.status is Status.WAITING and state.wait_note else None
+    note = state.wait_text(now)
     return StatusRow(
         name=state.name,
         status=state.status.value,
