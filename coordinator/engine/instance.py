@@ -40,6 +40,7 @@ class Hooks(Protocol):
     def on_started(self, state: InstanceState) -> None: ...
     def on_tokens(self, state: InstanceState) -> None: ...
     def on_progress(self, state: InstanceState, crossed: list[int]) -> None: ...
+    def on_status(self, state: InstanceState) -> None: ...
     def on_finished(self, state: InstanceState) -> None: ...
     async def before_turn(self, state: InstanceState, index: int) -> None: ...
 
@@ -195,10 +196,12 @@ class InstanceRun:
         elif isinstance(event, ApiRetry):
             label = RETRY_LABELS.get(event.error, event.error.replace("_", " "))
             state.last_event = f"{label}, retry {event.attempt}/{event.max_retries}"
+            self.hooks.on_status(state)  # no tokens move during a retry storm
         elif isinstance(event, UserToolResults):
             denied = state.accountant.last_denial
             if denied is not None and any(r.is_error for r in event.results):
                 state.last_event = f"permission denied: {denied}"
+                self.hooks.on_status(state)
         elif isinstance(event, SystemInit):
             state.init_version = event.claude_code_version
             state.last_event = "initialised"

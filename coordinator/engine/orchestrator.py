@@ -288,6 +288,10 @@ class Orchestrator:
         if self.sync is not None:
             self.sync.on_progress(state, crossed)
 
+    def on_status(self, state: InstanceState) -> None:
+        """Something worth showing elsewhere (an API retry, a denial) with no tokens."""
+        self.sink.instance_changed(state)
+
     def on_finished(self, state: InstanceState) -> None:
         log.info(
             "instance finished",

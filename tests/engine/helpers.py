@@ -30,6 +30,7 @@ async def run_replay(
     orchestration: dict[str, Any] | None = None,
     limits: Limits | None = None,
     options: RunOptions | None = None,
+    claude_bin: str = REPLAY,
 ) -> tuple[Orchestrator, RunOutcome]:
     config = parse_config(
         {
@@ -44,7 +45,7 @@ async def run_replay(
     plan = build_plan(
         config,
         options or RunOptions(orchestration_id="t"),
-        claude_bin=REPLAY,
+        claude_bin=claude_bin,
         config_path=None,
         cwd=tmp_path,
         now=datetime.now(UTC),

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
+import pytest
+
 from coordinator.engine.instance import Limits
 from coordinator.engine.state import Status
+from coordinator.results import build_results
 from runner.events import Usage
 from tests.engine.helpers import alive_cmdlines, run_replay, sleeper
 from tests.unit.streams import api_response, init, result, usage
@@ -120,3 +127,98 @@ async def test_missing_workspace_fails_that_instance_only(tmp_path: Path) -> Non
     assert by["nows"].status is Status.FAILED
     assert "workspace not found" in (by["nows"].error or "")
     assert by["good"].status is Status.COMPLETED
+
+
+async def test_claude_missing_or_not_executable_fails_each_instance_at_once(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "nowhere" / "claude"
+    not_executable = tmp_path / "claude-not-executable"
+    not_executable.write_text("#!/bin/sh\nexit 0\n")
+    not_executable.chmod(0o644)
+    names = ["a", "b", "c"]
+    for claude, error in (
+        (missing, f"claude executable not found: {missing}"),
+        (not_executable, f"cannot start: [Errno 13] Permission denied: '{not_executable}'"),
+    ):
+        orch, outcome = await asyncio.wait_for(  # nothing hangs
+            run_replay(
+                tmp_path,
+                [{"command": "go", "name": n} for n in names],
+                {n: [] for n in names},
+                claude_bin=str(claude),
+            ),
+            10,
+        )
+        for state in outcome.states:
+            assert state.status is Status.FAILED, state.name
+            assert state.error == error
+            assert state.last_event == error  # what the status row shows
+            assert state.pid is None and state.exit_code is None
+            assert state.ended_unix is not None
+        assert outcome.exit_code == 1
+        # the results record every instance's failure
+        results = json.loads(json.dumps(build_results(orch.plan, outcome)))
+        assert results["counts"] == {"failed": 3}
+        assert [(i["name"], i["status"], i["error"]) for i in results["instances"]] == [
+            (n, "failed", error) for n in names
+        ]
+
+
+async def test_claude_exiting_at_once_fails_with_its_exit_code(tmp_path: Path) -> None:
+    claude = tmp_path / "claude-exits-3"
+    claude.write_text('#!/bin/sh\n[ -n "$SAY" ] && echo "$SAY" >&2\nexit 3\n')
+    claude.chmod(0o755)
+    _orch, outcome = await asyncio.wait_for(
+        run_replay(
+            tmp_path,
+            [
+                {"command": "go", "name": "mute"},
+                {"command": "go", "name": "says", "env": {"SAY": "config unreadable"}},
+            ],
+            {"mute": [], "says": []},
+            claude_bin=str(claude),
+        ),
+        10,
+    )
+    by = {s.name: s for s in outcome.states}
+    for state in by.values():
+        assert state.status is Status.FAILED and state.exit_code == 3
+        assert state.pid is not None
+        assert state.accountant.results == 0
+    assert by["mute"].error == "exited with code 3 before its result"
+    assert by["says"].error == "exited with code 3 before its result: config unreadable"
+    assert alive_cmdlines(str(claude)) == []
+
+
+@pytest.mark.parametrize("via", ["flag", "env"])
+def test_cli_with_missing_claude_says_so_in_one_line(tmp_path: Path, via: str) -> None:
+    missing = str(tmp_path / "nowhere" / "claude")
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"instances": [{"command": "go", "name": "a"}]}))
+    output = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COORDINATOR_")}
+    argv = [
+        sys.executable,
+        "-m",
+        "coordinator.cli",
+        "run",
+        "--config",
+        str(config),
+        "--no-db",
+        "--output",
+        str(output),
+        "--log-file",
+        str(tmp_path / "log.jsonl"),
+    ]
+    if via == "flag":
+        argv += ["--claude-bin", missing]
+        source = "--claude-bin"
+    else:
+        env["COORDINATOR_CLAUDE_BIN"] = missing
+        source = "COORDINATOR_CLAUDE_BIN"
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == f"coordinator: error: {source}: {missing!r} is not an executable file\n"
+    assert proc.stdout == ""
+    assert not output.exists()  # refused up front: nothing launched, nothing to record

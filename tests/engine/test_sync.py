@@ -8,6 +8,7 @@ release), not only what the coordinator believed.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,7 @@ async def test_milestone_mode_nobody_goes_past_a_milestone_before_all_reached_it
     ]
     # Coordinator view: every hit at the next milestone is later than every hit at this one.
     hits = {s.name: {h.pct: h.at_unix_ms for h in s.milestone_hits} for s in outcome.states}
-    for m, nxt in zip(MILESTONES, MILESTONES[1:], strict=False):
+    for m, nxt in itertools.pairwise(MILESTONES):
         latest_at_m = max(hits[n][m] for n in paces)
         earliest_next = min(hits[n][nxt] for n in paces)
         assert earliest_next >= latest_at_m, (m, hits)
