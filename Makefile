@@ -43,6 +43,7 @@ bench: install
 	$(BIN)/python -m bench.budget_latency
 	$(BIN)/python -m bench.db_writes
 	$(BIN)/python -m bench.barrier_release
+	$(BIN)/python -m bench.real_cli
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

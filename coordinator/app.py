@@ -228,7 +228,7 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
             base_env=os.environ,
             limits=limits,
             sink=sink,
-            instance_env=_offline_env(offline_env),
+            instance_env=offline_instance_env(offline_env),
             on_note=note_printer(console, reporter.live and not req.quiet),
             barrier_dsn=dsn,
         )
@@ -247,7 +247,7 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
     return outcome.exit_code
 
 
-def _offline_env(
+def offline_instance_env(
     env: dict[str, str] | None,
 ) -> Callable[[PlannedInstance], dict[str, str]] | None:
     if env is None:

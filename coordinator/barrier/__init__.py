@@ -141,6 +141,7 @@ async def open_barrier(
     participants: Sequence[str],
     timeout_s: float = 60.0,
     poll_interval_s: float = 1.0,
+    lease_s: float = 30.0,
 ) -> Barrier:
     """The barrier for ``mode`` (a SyncMode or its value): Postgres when ``dsn`` is given,
     in-memory otherwise; :class:`FreeBarrier` for ``free``.
@@ -162,4 +163,5 @@ async def open_barrier(
         participants=participants,
         timeout_s=timeout_s,
         poll_interval_s=poll_interval_s,
+        lease_s=lease_s,
     )

@@ -30,6 +30,7 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
@@ -46,132 +47,24 @@ from coordinator.barrier.rules import (
     point_sort_key,
 )
 from coordinator.db.migrations import migrate
-from coordinator.db.postgres import connect, create_pool, database_errors, is_transient
+from coordinator.db.postgres import (
+    connect,
+    create_pool,
+    database_errors,
+    is_transient,
+    load_queries,
+)
 from coordinator.errors import DatabaseError
 
 CHANNEL = "coordinator_barrier"
 T = TypeVar("T")
 
-# ---------------------------------------------------------------------------- statements
-# Every value is a $n parameter; nothing is formatted into these strings.
+# The statements live in queries.sql next to this module (named, all parameterised).
+QUERIES_FILE = Path(__file__).with_name("queries.sql")
 
-_DECLARE = """
-INSERT INTO barrier_orchestrations (orchestration_id, mode, participants, timeout_s)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (orchestration_id) DO NOTHING
-"""
 
-_GET_DECLARED = """
-SELECT mode, participants, timeout_s FROM barrier_orchestrations WHERE orchestration_id = $1
-"""
-
-_REGISTER = """
-INSERT INTO barrier_participants (orchestration_id, name, host)
-SELECT $1, n, $3 FROM unnest($2::text[]) AS n
-ON CONFLICT (orchestration_id, name) DO NOTHING
-"""
-
-# completed / left are final: the first end wins, a repeat changes nothing.
-_END = """
-INSERT INTO barrier_participants (orchestration_id, name, state, reason, host, ended_at)
-VALUES ($1, $2, $3, $4, $5, now())
-ON CONFLICT (orchestration_id, name) DO UPDATE
-SET state = EXCLUDED.state, reason = EXCLUDED.reason, ended_at = EXCLUDED.ended_at
-WHERE barrier_participants.state = 'active'
-"""
-
-_OPEN_POINTS = """
-SELECT p.point FROM barrier_points p
-WHERE p.orchestration_id = $1
-  AND NOT EXISTS (
-      SELECT 1 FROM barrier_releases r
-      WHERE r.orchestration_id = p.orchestration_id AND r.point = p.point)
-ORDER BY p.point
-"""
-
-# The first arrival creates the point; every arrival locks it (DO UPDATE takes the row lock
-# like FOR UPDATE, waiting for a concurrent decider). The dummy SET keeps first_arrival_at.
-_CREATE_AND_LOCK_POINT = """
-INSERT INTO barrier_points (orchestration_id, point) VALUES ($1, $2)
-ON CONFLICT (orchestration_id, point)
-DO UPDATE SET first_arrival_at = barrier_points.first_arrival_at
-RETURNING true
-"""
-
-_LOCK_POINT = """
-SELECT true FROM barrier_points WHERE orchestration_id = $1 AND point = $2 FOR UPDATE
-"""
-
-_GET_RELEASE = """
-SELECT timed_out, missing FROM barrier_releases WHERE orchestration_id = $1 AND point = $2
-"""
-
-# Run AFTER the point is locked, as a statement of its own: its snapshot then includes
-# every arrival and departure committed before the lock was granted. $3 (may be NULL) is
-# an arrival to record; the CTE's row is not visible to this statement's SELECT, so the
-# caller adds the arriving name itself.
-_POINT_STATE = """
-WITH arrival AS (
-    INSERT INTO barrier_arrivals (orchestration_id, point, name)
-    SELECT $1, $2, $3::text WHERE $3::text IS NOT NULL
-    ON CONFLICT (orchestration_id, point, name) DO NOTHING
-)
-SELECT
-    extract(epoch FROM clock_timestamp() - p.first_arrival_at)::float8 AS elapsed_s,
-    o.timeout_s,
-    o.participants || ARRAY(
-        SELECT bp.name FROM barrier_participants bp WHERE bp.orchestration_id = $1
-    ) AS participants,
-    ARRAY(
-        SELECT bp.name FROM barrier_participants bp
-        WHERE bp.orchestration_id = $1 AND bp.state <> 'active'
-    ) AS excused,
-    ARRAY(
-        SELECT a.name FROM barrier_arrivals a WHERE a.orchestration_id = $1 AND a.point = $2
-    ) AS arrived,
-    r.point IS NOT NULL AS released,
-    r.timed_out,
-    r.missing
-FROM barrier_points p
-JOIN barrier_orchestrations o ON o.orchestration_id = p.orchestration_id
-LEFT JOIN barrier_releases r ON r.orchestration_id = p.orchestration_id AND r.point = p.point
-WHERE p.orchestration_id = $1 AND p.point = $2
-"""
-
-_INSERT_RELEASE = """
-INSERT INTO barrier_releases (orchestration_id, point, timed_out, missing)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (orchestration_id, point) DO NOTHING
-"""
-
-_PARTICIPANTS = """
-SELECT
-    o.participants || ARRAY(
-        SELECT bp.name FROM barrier_participants bp WHERE bp.orchestration_id = $1
-    ) AS participants,
-    ARRAY(
-        SELECT bp.name FROM barrier_participants bp
-        WHERE bp.orchestration_id = $1 AND bp.state <> 'active'
-    ) AS excused
-FROM barrier_orchestrations o WHERE o.orchestration_id = $1
-"""
-
-_POINTS = """
-SELECT
-    p.point,
-    p.first_arrival_at,
-    ARRAY(
-        SELECT a.name FROM barrier_arrivals a
-        WHERE a.orchestration_id = p.orchestration_id AND a.point = p.point
-        ORDER BY a.arrived_at, a.name
-    ) AS arrived,
-    r.released_at,
-    coalesce(r.timed_out, false) AS timed_out,
-    r.missing
-FROM barrier_points p
-LEFT JOIN barrier_releases r ON r.orchestration_id = p.orchestration_id AND r.point = p.point
-WHERE p.orchestration_id = $1
-"""
+def _sql(name: str) -> str:
+    return load_queries(QUERIES_FILE)[name]
 
 
 # ---------------------------------------------------------------------------- the barrier
@@ -203,8 +96,10 @@ class PostgresBarrier:
         poll_interval_s: float,
         listen: bool,
         host: str,
+        lease_s: float = 30.0,
     ) -> None:
         self.dsn = dsn
+        self.lease_s = lease_s
         self.orchestration_id = orchestration_id
         self.timeout_s = timeout_s
         self.poll_interval_s = poll_interval_s
@@ -217,6 +112,7 @@ class PostgresBarrier:
         self._watches: dict[str, _Watch] = {}
         self._released: dict[str, Release] = {}
         self._closed = False
+        self._heartbeat_task: asyncio.Task[None] | None = None
         # Local safety net: a wait never outlives the timeout by more than this, even with
         # the database unreachable (then the outcome is timed out and not recorded).
         self.grace_s = max(2.0, 3 * poll_interval_s)
@@ -236,16 +132,18 @@ class PostgresBarrier:
         pool_size: int = 4,
         run_migrations: bool = True,
         host: str | None = None,
+        lease_s: float = 30.0,
     ) -> PostgresBarrier:
         """Declare the orchestration's barrier (first writer wins), start listening.
 
         ``participants``: EVERY instance of the orchestration, also those other processes
         host; stored once, so a process that hosts only some of them still waits for all.
-        ``timeout_s`` and ``mode`` are those of the first declaration; a different ``mode``
-        is refused with BarrierError.
+        ``timeout_s``, ``lease_s`` and ``mode`` are those of the first declaration; a
+        different ``mode`` is refused with BarrierError. ``lease_s``: a participant whose
+        process sent no heartbeat for this long (it crashed) leaves at the next decision.
         """
-        if timeout_s <= 0 or poll_interval_s <= 0:
-            raise ValueError("timeout_s and poll_interval_s must be positive")
+        if timeout_s <= 0 or poll_interval_s <= 0 or lease_s <= 0:
+            raise ValueError("timeout_s, poll_interval_s and lease_s must be positive")
         owns_pool = pool is None
         if pool is None:
             pool = await create_pool(dsn, min_size=1, max_size=pool_size)
@@ -255,9 +153,14 @@ class PostgresBarrier:
                     if run_migrations:
                         await migrate(conn)
                     await conn.execute(
-                        _DECLARE, orchestration_id, mode, list(participants), timeout_s
+                        _sql("declare"),
+                        orchestration_id,
+                        mode,
+                        list(participants),
+                        timeout_s,
+                        lease_s,
                     )
-                    declared = await conn.fetchrow(_GET_DECLARED, orchestration_id)
+                    declared = await conn.fetchrow(_sql("get_declared"), orchestration_id)
             if declared["mode"] != mode:
                 raise BarrierError(
                     f"orchestration {orchestration_id!r} was declared with sync mode "
@@ -274,6 +177,7 @@ class PostgresBarrier:
                 poll_interval_s=poll_interval_s,
                 listen=listen,
                 host=host or f"{socket.gethostname()}:{os.getpid()}",
+                lease_s=float(declared["lease_s"]),
             )
             if listen:
                 await barrier._connect_listener()
@@ -285,11 +189,16 @@ class PostgresBarrier:
 
     # ------------------------------------------------------------------ the interface
     async def register(self, names: Sequence[str]) -> None:
-        """The participants this process hosts (idempotent; an ended one stays ended)."""
+        """The participants this process hosts (idempotent; an ended one stays ended).
+        From now on this process sends a heartbeat for them every ``lease_s / 3``."""
         await self._with_conn(
             "register barrier participants",
-            lambda conn: conn.execute(_REGISTER, self.orchestration_id, list(names), self.host),
+            lambda conn: conn.execute(
+                _sql("register"), self.orchestration_id, list(names), self.host
+            ),
         )
+        if self._heartbeat_task is None and not self._closed:
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="barrier:lease")
 
     async def arrive(self, name: str, point: str) -> None:
         """Record that ``name`` reached ``point`` (idempotent) and release it if complete."""
@@ -344,8 +253,8 @@ class PostgresBarrier:
 
     async def points(self) -> list[PointStatus]:
         async def run(conn: asyncpg.Connection) -> list[PointStatus]:
-            people = await conn.fetchrow(_PARTICIPANTS, self.orchestration_id)
-            rows = await conn.fetch(_POINTS, self.orchestration_id)
+            people = await conn.fetchrow(_sql("participants"), self.orchestration_id)
+            rows = await conn.fetch(_sql("points"), self.orchestration_id)
             everyone = people["participants"] if people else []
             excused = set(people["excused"]) if people else set()
             found = [
@@ -373,6 +282,8 @@ class PostgresBarrier:
         if self._closed:
             return
         self._closed = True
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
         for watch in list(self._watches.values()):
             if not watch.done.done():
                 watch.done.set_result(None)
@@ -397,10 +308,11 @@ class PostgresBarrier:
         None when the point does not exist yet (nobody arrived)."""
         orch = self.orchestration_id
         async with conn.transaction():
-            lock = _LOCK_POINT if arriving is None else _CREATE_AND_LOCK_POINT
+            lock = _sql("lock_point") if arriving is None else _sql("create_and_lock_point")
             if not await conn.fetchval(lock, orch, point):
                 return None
-            row = await conn.fetchrow(_POINT_STATE, orch, point, arriving)
+            await conn.execute(_sql("expire"), orch)  # crashed processes' participants leave
+            row = await conn.fetchrow(_sql("point_state"), orch, point, arriving)
             if row["released"]:
                 return Release(timed_out=row["timed_out"], missing=tuple(row["missing"]))
             arrived = set(row["arrived"])
@@ -415,7 +327,7 @@ class PostgresBarrier:
             )
             if isinstance(decision, Release):
                 await conn.execute(
-                    _INSERT_RELEASE, orch, point, decision.timed_out, list(decision.missing)
+                    _sql("insert_release"), orch, point, decision.timed_out, list(decision.missing)
                 )
             return decision
 
@@ -423,7 +335,7 @@ class PostgresBarrier:
         """A released point costs one lock-free read; otherwise decide (timeouts too)."""
 
         async def run(conn: asyncpg.Connection) -> Release | KeepWaiting | None:
-            row = await conn.fetchrow(_GET_RELEASE, self.orchestration_id, point)
+            row = await conn.fetchrow(_sql("get_release"), self.orchestration_id, point)
             if row is not None:
                 return Release(timed_out=row["timed_out"], missing=tuple(row["missing"]))
             return await self._decide(conn, point, arriving=None)
@@ -435,9 +347,9 @@ class PostgresBarrier:
     async def _end(self, name: str, state: str, reason: str | None) -> None:
         async def run(conn: asyncpg.Connection) -> list[tuple[str, Release]]:
             orch = self.orchestration_id
-            await conn.execute(_END, orch, name, state, reason, self.host)
+            await conn.execute(_sql("end"), orch, name, state, reason, self.host)
             released: list[tuple[str, Release]] = []
-            for row in await conn.fetch(_OPEN_POINTS, orch):
+            for row in await conn.fetch(_sql("open_points"), orch):
                 decision = await self._decide(conn, row["point"], arriving=None)
                 if isinstance(decision, Release):
                     released.append((row["point"], decision))
@@ -468,6 +380,18 @@ class PostgresBarrier:
                     raise
                 await asyncio.sleep(delays[attempt])
         raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ liveness
+    async def _heartbeat(self) -> None:
+        """Keep this process's participants' lease fresh. A missed beat (the database
+        away for a moment) is only a delay; the lease is three beats long."""
+        while not self._closed:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                async with self._pool.acquire() as conn:
+                    await conn.execute(_sql("heartbeat"), self.orchestration_id, self.host)
+            except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+                continue
 
     # ------------------------------------------------------------------ watching
     async def _watch(self, point: str, watch: _Watch) -> None:

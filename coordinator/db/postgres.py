@@ -37,16 +37,21 @@ _NAME_LINE = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
 @cache
-def queries() -> Mapping[str, str]:
-    """The named statements of ``queries.sql``."""
-    text = QUERIES_FILE.read_text(encoding="utf-8")
+def load_queries(path: Path) -> Mapping[str, str]:
+    """The named statements of a ``.sql`` file: each starts at a ``-- name: x`` line."""
+    text = path.read_text(encoding="utf-8")
     found: dict[str, str] = {}
     pieces = _NAME_LINE.split(text)
     for name, body in zip(pieces[1::2], pieces[2::2], strict=True):
         if name in found:
-            raise DatabaseError(f"{QUERIES_FILE}: query {name!r} is defined twice")
+            raise DatabaseError(f"{path}: query {name!r} is defined twice")
         found[name] = body.strip()
     return found
+
+
+def queries() -> Mapping[str, str]:
+    """The named statements of the store's ``queries.sql``."""
+    return load_queries(QUERIES_FILE)
 
 
 def query(name: str) -> str:
@@ -195,6 +200,7 @@ def _instance_args(row: InstanceRow) -> tuple[Any, ...]:
         row.reason,
         row.started_at,
         row.ended_at,
+        row.wait_s,
     )
 
 

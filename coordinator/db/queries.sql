@@ -62,7 +62,7 @@ INSERT INTO instances (
     orchestration_id, name, session_id, status, pid, host,
     input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
     cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
-    started_at, ended_at, updated_at
+    started_at, ended_at, wait_s, updated_at
 )
 SELECT u.*, now()
 FROM unnest(
@@ -70,7 +70,7 @@ FROM unnest(
     $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
     $12::double precision[], $13::jsonb[], $14::integer[], $15::double precision[],
     $16::integer[], $17::text[], $18::text[],
-    $19::timestamptz[], $20::timestamptz[]
+    $19::timestamptz[], $20::timestamptz[], $21::double precision[]
 ) AS u
 ON CONFLICT (orchestration_id, name) DO UPDATE SET
     session_id = EXCLUDED.session_id,
@@ -91,13 +91,14 @@ ON CONFLICT (orchestration_id, name) DO UPDATE SET
     reason = EXCLUDED.reason,
     started_at = EXCLUDED.started_at,
     ended_at = EXCLUDED.ended_at,
+    wait_s = EXCLUDED.wait_s,
     updated_at = now();
 
 -- name: list_instances
 SELECT orchestration_id, name, session_id, status, pid, host,
        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
        cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
-       started_at, ended_at, updated_at
+       started_at, ended_at, wait_s, updated_at
 FROM instances
 WHERE orchestration_id = $1
 ORDER BY name;

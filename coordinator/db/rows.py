@@ -51,6 +51,7 @@ class InstanceRow:
     exit_code: int | None = None
     error: str | None = None
     reason: str | None = None
+    wait_s: float = 0.0  # at barriers; part of the duration, not of the working time
     # Event times measured by the caller (writes are batched, so now() would be late).
     started_at: datetime | None = None
     ended_at: datetime | None = None

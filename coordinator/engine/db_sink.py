@@ -56,6 +56,7 @@ def instance_row(orchestration_id: str, state: InstanceState, host: str) -> Inst
         reason=state.reason or state.last_event,
         started_at=_ts(state.started_unix),
         ended_at=_ts(state.ended_unix),
+        wait_s=round(state.waiting_s(), 3),
     )
 
 

@@ -162,6 +162,11 @@ class Orchestrator:
             sync=self.sync.summary() if self.sync is not None else {},
         )
 
+    @property
+    def guardian_pid(self) -> int | None:
+        """The guardian process that reaps instances if this process dies (None: none)."""
+        return self._guardian.pid if self._guardian is not None else None
+
     def cancel(self, reason: str = "cancelled") -> None:
         if self.cancelled is not None:
             return

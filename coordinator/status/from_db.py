@@ -30,7 +30,7 @@ def row_from_db(row: InstanceRow, now: datetime) -> StatusRow:
         name=row.name,
         status=row.status,
         duration_s=max(0.0, duration),
-        wait_s=0.0,
+        wait_s=row.wait_s,
         total_tokens=row.total_tokens,
         cache_read_tokens=row.cache_read_tokens,
         tool_calls=sum(row.tool_calls.values()),

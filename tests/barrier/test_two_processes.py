@@ -145,5 +145,104 @@ async def test_two_processes_share_one_barrier(pg_dsn: str, orchestration_id: st
             assert min(r["arrived_at"] for r in at_k) >= releases[step_point(k - 1)]["released_at"]
 
 
+LEASE_S = 1.0
+
+
+async def _open_leased(dsn: str, orchestration_id: str) -> PostgresBarrier:
+    return await PostgresBarrier.open(
+        dsn,
+        orchestration_id,
+        mode="lockstep",
+        participants=["a", "c"],
+        timeout_s=30.0,
+        poll_interval_s=POLL_S,
+        run_migrations=False,
+        pool_size=2,
+        lease_s=LEASE_S,
+    )
+
+
+async def leased_child_main(dsn: str, orchestration_id: str) -> None:
+    """Hosts ``c``: arrives at step 1, says so, then lives (heartbeating) until killed."""
+    barrier = await _open_leased(dsn, orchestration_id)
+    await barrier.register(["c"])
+    await barrier.arrive("c", step_point(1))
+    print("ready", flush=True)
+    await asyncio.Event().wait()
+
+
+async def _seen_at(conn: asyncpg.Connection, orch: str, name: str) -> tuple[str, object]:
+    row = await conn.fetchrow(
+        "SELECT state, seen_at FROM barrier_participants WHERE orchestration_id = $1 AND name = $2",
+        orch,
+        name,
+    )
+    assert row is not None
+    return row["state"], row["seen_at"]
+
+
+async def test_a_killed_process_leaves_after_its_lease_not_the_timeout(
+    pg_dsn: str, orchestration_id: str
+) -> None:
+    barrier = await _open_leased(pg_dsn, orchestration_id)
+    await barrier.register(["a"])
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.barrier.test_two_processes",
+        "--leased",
+        pg_dsn,
+        orchestration_id,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        assert child.stdout is not None
+        assert (await asyncio.wait_for(child.stdout.readline(), 30.0)).strip() == b"ready"
+        # Alive: its heartbeats move seen_at on, and it is never expired meanwhile, even
+        # after more than two leases (each decision below runs the expiry).
+        await barrier.arrive("a", step_point(1))
+        assert (await barrier.wait("a", step_point(1))).released
+        state, first = await _seen_at(conn, orchestration_id, "c")
+        beats = 0
+        deadline = time.monotonic() + 30.0
+        while beats < 3:  # three heartbeats later: > 1 lease has passed since the first
+            assert time.monotonic() < deadline, "no heartbeats from the child"
+            await barrier.arrive("a", "probe")  # a decision: expiry runs, c stays active
+            state, seen = await _seen_at(conn, orchestration_id, "c")
+            assert state == "active"
+            if seen != first:
+                beats, first = beats + 1, seen
+            await asyncio.sleep(POLL_S)
+        # Killed without a word: after one lease, the next decision lets "a" go on.
+        child.kill()
+        await child.wait()
+        started = time.monotonic()
+        await barrier.arrive("a", step_point(2))
+        outcome = await barrier.wait("a", step_point(2))
+        waited = time.monotonic() - started
+        left = await conn.fetchrow(
+            "SELECT state, reason FROM barrier_participants"
+            " WHERE orchestration_id = $1 AND name = 'c'",
+            orchestration_id,
+        )
+    finally:
+        await conn.close()
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+        await barrier.close()
+    assert outcome.released and not outcome.timed_out
+    assert waited < 10.0  # the lease (1 s) plus a poll or two, never the 30 s timeout
+    assert left is not None and left["state"] == "left"
+    assert "no heartbeat" in left["reason"]
+
+
 if __name__ == "__main__":
-    asyncio.run(child_main(sys.argv[1], sys.argv[2], sys.argv[3:]))
+    if sys.argv[1] == "--leased":
+        asyncio.run(leased_child_main(sys.argv[2], sys.argv[3]))
+    else:
+        asyncio.run(child_main(sys.argv[1], sys.argv[2], sys.argv[3:]))
