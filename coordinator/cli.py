@@ -9,6 +9,7 @@ flags too. Every error the user can cause ends as one line on stderr and an exit
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -192,7 +193,10 @@ def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
 
 
 def _console() -> Console:
-    return Console(highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # a log or a pipe: rich's 80 columns would clip the table
+    return console
 
 
 def _settings_and_logging(kw: dict[str, Any]) -> Settings:

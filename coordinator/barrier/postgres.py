@@ -252,30 +252,8 @@ class PostgresBarrier:
         await self._end(name, "completed", None)
 
     async def points(self) -> list[PointStatus]:
-        async def run(conn: asyncpg.Connection) -> list[PointStatus]:
-            people = await conn.fetchrow(_sql("participants"), self.orchestration_id)
-            rows = await conn.fetch(_sql("points"), self.orchestration_id)
-            everyone = people["participants"] if people else []
-            excused = set(people["excused"]) if people else set()
-            found = [
-                PointStatus(
-                    point=row["point"],
-                    arrived=list(row["arrived"]),
-                    first_arrival_at=row["first_arrival_at"],
-                    released_at=row["released_at"],
-                    timed_out=row["timed_out"],
-                    missing=(
-                        list(row["missing"])
-                        if row["released_at"] is not None
-                        else list(missing(everyone, set(row["arrived"]), excused))
-                    ),
-                )
-                for row in rows
-            ]
-            found.sort(key=lambda p: point_sort_key(p.point))
-            return found
-
-        return await self._with_conn("read barrier points", run)
+        orch = self.orchestration_id
+        return await self._with_conn("read barrier points", lambda conn: read_points(conn, orch))
 
     async def close(self) -> None:
         """Stop watching and listening; pending waits return "barrier closed"."""
@@ -467,6 +445,32 @@ class PostgresBarrier:
             await conn.close()
             return
         self._listener = conn
+
+
+async def read_points(conn: asyncpg.Connection, orchestration_id: str) -> list[PointStatus]:
+    """Every point of an orchestration's barrier, in order (also for ``coordinator status``
+    in another process: it needs no barrier object, only a connection)."""
+    people = await conn.fetchrow(_sql("participants"), orchestration_id)
+    rows = await conn.fetch(_sql("points"), orchestration_id)
+    everyone = people["participants"] if people else []
+    excused = set(people["excused"]) if people else set()
+    found = [
+        PointStatus(
+            point=row["point"],
+            arrived=list(row["arrived"]),
+            first_arrival_at=row["first_arrival_at"],
+            released_at=row["released_at"],
+            timed_out=row["timed_out"],
+            missing=(
+                list(row["missing"])
+                if row["released_at"] is not None
+                else list(missing(everyone, set(row["arrived"]), excused))
+            ),
+        )
+        for row in rows
+    ]
+    found.sort(key=lambda p: point_sort_key(p.point))
+    return found
 
 
 def _outcome(decision: Release, waited_s: float) -> WaitOutcome:

@@ -13,7 +13,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from coordinator.db.postgres import PostgresStore
+from coordinator.barrier import PointStatus, milestone_points, render_sync_line
+from coordinator.barrier.postgres import read_points
+from coordinator.db.postgres import PostgresStore, database_errors
 from coordinator.db.rows import InstanceRow, OrchestrationRow
 from coordinator.errors import UsageError
 from coordinator.status.render import ReportOptions, render_report
@@ -56,7 +58,22 @@ async def snapshot(store: PostgresStore, orchestration_id: str) -> dict[str, Any
         raise UsageError(f"orchestration {orchestration_id!r} not found in the database")
     instances = await store.list_instances(orchestration_id)
     progress = await store.latest_progress(orchestration_id)
-    return {"orchestration": orch, "instances": instances, "progress": progress}
+    points: list[PointStatus] = []
+    if orch.sync_mode != "free":
+        with database_errors("read barrier points"):
+            async with store.pool.acquire() as conn:
+                points = await read_points(conn, orchestration_id)
+    return {"orchestration": orch, "instances": instances, "progress": progress, "sync": points}
+
+
+def sync_line(orch: OrchestrationRow, points: list[PointStatus]) -> str | None:
+    """The live report's sync line, from the barrier rows (any process, any host)."""
+    if orch.sync_mode == "free":
+        return None
+    sync = (orch.config.get("orchestration") or {}).get("sync") or {}
+    by_steps = any(p.point.startswith("step:") for p in points)
+    planned = [] if by_steps else milestone_points(sync.get("milestones") or (30, 50, 70, 90))
+    return render_sync_line(points, planned)
 
 
 def render_snapshot(snap: dict[str, Any]) -> Any:
@@ -71,6 +88,7 @@ def render_snapshot(snap: dict[str, Any]) -> Any:
         rows,
         [],
         ReportOptions(budget_visuals=False),
+        extra=[line] if (line := sync_line(orch, snap.get("sync") or [])) else [],
     )
 
 

@@ -25,6 +25,7 @@ from coordinator.engine.orchestrator import Orchestrator, RunOutcome
 from coordinator.engine.state import Status
 from coordinator.offline.server import ModelServer
 from coordinator.plan import PlannedInstance, RunOptions, build_plan
+from coordinator.status.from_db import snapshot, sync_line
 
 pytestmark = pytest.mark.claude
 
@@ -103,6 +104,14 @@ async def run_synced(
     return orch, outcome, server
 
 
+async def from_db(dsn: str, orchestration_id: str) -> dict[str, Any]:
+    store = await open_store(dsn, run_migrations=False)
+    try:
+        return await snapshot(store, orchestration_id)
+    finally:
+        await store.close()
+
+
 def request_times(server: ModelServer, key: str) -> list[float]:
     return [r.received_at for r in server.requests if r.key == key and not r.auxiliary]
 
@@ -179,6 +188,11 @@ async def test_milestone_mode_three_speeds(tmp_path: Path, pg_dsn: str) -> None:
     # Waiting was kept apart: the fast one waited, and the wait is in its results.
     assert by["fast"].wait_s > 2.0 > by["slow"].wait_s
     assert orch.sync_line() == "Sync points: ✓ 30% ✓ 50% ✓ 70% ✓ 90%"
+    # ... and another process reading the database (``coordinator status``) sees the same.
+    snap = await from_db(pg_dsn, "sync-milestone")
+    assert sync_line(snap["orchestration"], snap["sync"]) == orch.sync_line()
+    stored = {r.name: r for r in snap["instances"]}
+    assert stored["fast"].wait_s == pytest.approx(by["fast"].wait_s, abs=0.01)
 
 
 async def test_free_mode_fast_finishes_before_slow_reaches_half(
@@ -276,3 +290,5 @@ async def test_hang_times_out_and_failure_is_not_waited_for(tmp_path: Path, pg_d
     assert left is not None and left["state"] == "left"
     # 30% was released without waiting for the dead instance (no timeout there).
     assert "✓ 30%" in (orch.sync_line() or "")
+    snap = await from_db(pg_dsn, "sync-faults")
+    assert "✗ 50% (timeout: hangs)" in (sync_line(snap["orchestration"], snap["sync"]) or "")
