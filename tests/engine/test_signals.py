@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.engine.helpers import REPLAY, alive_cmdlines, sleeper, write_script
@@ -131,3 +132,90 @@ def test_killed_coordinator_leaves_no_orphans(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _statuses(tag: str) -> list[str]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        if tag in " ".join(proc.info["cmdline"] or []):
+            found.append(proc.info["status"])
+    return found
+
+
+def test_ctrl_c_while_paused_at_a_barrier_stops_the_stopped_group(tmp_path: Path) -> None:
+    """Milestone sync: ``fast`` reaches 30% and its whole group (with a tool's grandchild)
+    is SIGSTOPped to wait for ``slow``, which never gets there. Ctrl-C then still stops
+    everything within 5 s (a stopped process gets SIGCONT with the SIGTERM)."""
+    tag = uuid.uuid4().hex
+    progress = {
+        "type": "assistant",
+        "message": {
+            "id": "m1",
+            "role": "assistant",
+            "content": [{"type": "text", "text": "PROGRESS: 30%"}],
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        },
+    }
+    scripts = {
+        "fast": [{"spawn": sleeper(f"{tag}-fast")}, {"lines": [progress]}, {"sleep": 600}],
+        "slow": [{"spawn": sleeper(f"{tag}-slow")}, {"sleep": 600}],
+    }
+    instances = [
+        {
+            "command": "work",
+            "name": name,
+            "env": {"REPLAY_SCRIPT": str(write_script(tmp_path / f"{name}.json", steps))},
+        }
+        for name, steps in scripts.items()
+    ]
+    config = tmp_path / "sync-config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "orchestration": {
+                    "startup_delay": 0,
+                    "progress_instructions": False,
+                    "sync": {"mode": "milestone", "timeout_s": 600},
+                },
+                "instances": instances,
+            }
+        )
+    )
+    output = tmp_path / "results.json"
+    proc = subprocess.Popen(
+        [
+            *COORDINATOR,
+            "run",
+            "--config",
+            str(config),
+            "--claude-bin",
+            REPLAY,
+            "--no-db",
+            "--output",
+            str(output),
+            "--workspace",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: _statuses(f"{tag}-fast") == ["stopped"], 30, "fast's group to pause")
+        assert _statuses(f"{tag}-slow") != ["stopped"]  # the slow one keeps working
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=15)
+        elapsed = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert code == 130
+    assert elapsed < 5.0, f"stopping took {elapsed:.1f}s"
+    results = json.loads(output.read_text())
+    by = {i["name"]: i for i in results["instances"]}
+    assert by["fast"]["status"] == "cancelled" and by["slow"]["status"] == "cancelled"
+    assert by["fast"]["wait_s"] > 0 and by["slow"]["wait_s"] == 0
+    assert results["sync"]["points"][0]["point"] == "milestone:30"
+    assert results["sync"]["points"][0]["arrived"] == ["fast"]
+    assert alive_cmdlines(tag) == []
