@@ -314,7 +314,7 @@ async def run_coordinator(
         limits=limits,
         sink=NullSink(),
         instance_env=offline_instance_env(env),
-        on_note=note_printer(console, False),
+        on_note=note_printer(console, enabled=False),
     )
     done = asyncio.Event()
     report = asyncio.create_task(reporter.run(orch, done))

@@ -229,7 +229,7 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
             limits=limits,
             sink=sink,
             instance_env=offline_instance_env(offline_env),
-            on_note=note_printer(console, reporter.live and not req.quiet),
+            on_note=note_printer(console, enabled=not reporter.live and not req.quiet),
             barrier_dsn=dsn,
         )
         done = asyncio.Event()

@@ -40,7 +40,7 @@ def find_claude(flag: str | None = None, env_value: str | None = None) -> Claude
 def _executable(value: str) -> str | None:
     path = Path(value).expanduser()
     if path.is_file() and os.access(path, os.X_OK):
-        return str(path)
+        return str(path.absolute())  # instances start in their workspaces, not here
     if os.sep not in value:
         return shutil.which(value)
     return None

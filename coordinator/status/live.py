@@ -12,7 +12,13 @@ from rich.console import Console
 from rich.live import Live
 
 from coordinator.engine.orchestrator import Orchestrator
-from coordinator.status.render import ReportOptions, header_line, plain_lines, render_report
+from coordinator.status.render import (
+    ReportOptions,
+    header_line,
+    plain_lines,
+    plain_totals,
+    render_report,
+)
 from coordinator.status.rows import StatusRow, row_from_state
 
 FAILED = ("failed", "timeout", "blocked")
@@ -83,11 +89,12 @@ class StatusReporter:
             header_line(f"coordinator {orch.plan.orchestration_id}", elapsed, rows),
             highlight=False,
             soft_wrap=True,
+            markup=False,
         )
         for line in self._sync(orch):
-            self.console.print("  " + line, highlight=False, soft_wrap=True)
-        for line in plain_lines(rows):
-            self.console.print("  " + line, highlight=False, soft_wrap=True)
+            self.console.print("  " + line, highlight=False, soft_wrap=True, markup=False)
+        for line in [*plain_lines(rows), plain_totals(rows)]:
+            self.console.print("  " + line, highlight=False, soft_wrap=True, markup=False)
 
     @staticmethod
     def _sync(orch: Orchestrator) -> list[str]:
@@ -108,14 +115,16 @@ class StatusReporter:
                     f"{row.icon} {row.name} {row.status}: {row.last_event}",
                     style="red",
                     highlight=False,
+                    markup=False,  # model text may hold [brackets]
                 )
 
 
-def note_printer(console: Console, live: bool) -> Callable[[str], None]:
-    """Budget warnings and other notes: printed as they happen when not in a live display."""
+def note_printer(console: Console, enabled: bool) -> Callable[[str], None]:
+    """Budget warnings, sync timeouts and other notes, printed as they happen. Disabled in
+    a live display (it shows the latest notes itself) and with ``--quiet``."""
 
     def _print(text: str) -> None:
-        if not live:
-            console.print(f"! {text}", style="yellow", highlight=False)
+        if enabled:
+            console.print(f"! {text}", style="yellow", highlight=False, markup=False)
 
     return _print

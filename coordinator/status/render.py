@@ -53,6 +53,7 @@ def render_table(rows: Sequence[StatusRow]) -> Table:
         table.add_column(col, justify=justify, no_wrap=col != "last event / reason")  # type: ignore[arg-type]
     ratios = vs_median(list(rows))
     totals = [0, 0, 0, 0.0]
+    estimated = False
     for row in rows:
         ratio = ratios[row.name]
         style = STYLES.get(row.status, "")
@@ -67,12 +68,13 @@ def render_table(rows: Sequence[StatusRow]) -> Table:
             str(row.tool_calls),
             ("~" if row.cost_estimated else "") + f"${row.cost_usd:.4f}",
             f"{row.progress_pct:.0f}%",
-            row.last_event,
+            Text(row.last_event),  # stream text, not rich markup: "[/x]" must not raise
         )
         totals[0] += row.total_tokens
         totals[1] += row.cache_read_tokens
         totals[2] += row.tool_calls
         totals[3] += row.cost_usd
+        estimated = estimated or row.cost_estimated
     table.add_row(
         "",
         Text("total", style="bold"),
@@ -81,7 +83,7 @@ def render_table(rows: Sequence[StatusRow]) -> Table:
         "",
         f"{int(totals[1]):,}",
         str(int(totals[2])),
-        f"${totals[3]:.4f}",
+        ("~" if estimated else "") + f"${totals[3]:.4f}",
         "",
         "",
     )
@@ -138,20 +140,35 @@ def plain_lines(rows: Sequence[StatusRow]) -> list[str]:
     out = []
     for row in rows:
         ratio = ratios[row.name]
+        wait = f" wait={fmt_duration(row.wait_s)}" if row.wait_s >= 1 else ""
+        estimate = "~" if row.cost_estimated else ""
         out.append(
-            f"{row.icon} {row.name} status={row.status} time={fmt_duration(row.duration_s)} "
-            f"tokens={row.total_tokens} vs_median={'-' if ratio is None else f'{ratio:.2f}'} "
+            f"{row.icon} {row.name} status={row.status} time={fmt_duration(row.duration_s)}"
+            f"{wait} tokens={row.total_tokens} "
+            f"vs_median={'-' if ratio is None else f'{ratio:.2f}'} "
             f"cache_read={row.cache_read_tokens} tools={row.tool_calls} "
-            f"cost={row.cost_usd:.4f} progress={row.progress_pct:.0f}% last={row.last_event!r}"
+            f"cost={estimate}{row.cost_usd:.4f} progress={row.progress_pct:.0f}% "
+            f"last={row.last_event!r}"
         )
     return out
 
 
+def plain_totals(rows: Sequence[StatusRow]) -> str:
+    """The totals row of the table, as one log line."""
+    estimate = "~" if any(r.cost_estimated for r in rows) else ""
+    return (
+        f"total tokens={sum(r.total_tokens for r in rows)} "
+        f"cache_read={sum(r.cache_read_tokens for r in rows)} "
+        f"tools={sum(r.tool_calls for r in rows)} "
+        f"cost={estimate}{sum(r.cost_usd for r in rows):.4f}"
+    )
+
+
 def fmt_duration(seconds: float) -> str:
     seconds = max(0.0, seconds)
-    if seconds < 60:
+    if round(seconds, 1) < 60:  # 59.96 is "1m00s", not "60.0s"
         return f"{seconds:.1f}s"
-    m, s = divmod(int(seconds), 60)
+    m, s = divmod(round(seconds), 60)
     if m < 60:
         return f"{m}m{s:02d}s"
     h, m = divmod(m, 60)
