@@ -19,6 +19,7 @@ from coordinator.engine.state import InstanceState, Status
 from coordinator.offline.server import ModelServer, TokenUsage
 from coordinator.plan import PlannedInstance, RunOptions, build_plan
 from runner.events import Usage
+from runner.pricing import estimate_cost
 
 pytestmark = pytest.mark.claude
 
@@ -128,6 +129,10 @@ async def test_three_instances_exact_tokens_live_and_final(tmp_path: Path) -> No
         assert acct.last_result is not None and acct.last_result.usage == served
         assert acct.streamed_usage == served  # live sums agreed before reconciliation
         assert acct.tool_calls == {"Bash": names[state.name]}
+        # the live price table agrees with the CLI's own cost for its default model, so
+        # the live cost does not jump when the result replaces it
+        model = next(r.model for r in server.requests if r.key == state.name)
+        assert acct.last_result.total_cost_usd == pytest.approx(estimate_cost(model, served))
         log = (tmp_path / state.name / "log.txt").read_text().split()
         assert log == [f"{state.name}-{i}" for i in range(names[state.name])]  # tools ran
         # live: after each completed message the totals equal the served prefix, and
