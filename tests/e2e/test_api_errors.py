@@ -10,20 +10,18 @@ storms are capped with ``CLAUDE_CODE_MAX_RETRIES`` in the instances' config env.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from coordinator.claude_bin import PROJECT_LOCAL
-from coordinator.config import parse_config
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator, RunOutcome
 from coordinator.engine.state import InstanceState, Status
 from coordinator.offline.server import ModelServer
-from coordinator.plan import PlannedInstance, RunOptions, build_plan
 from coordinator.status.rows import row_from_state
+from tests.e2e.harness import base_env, offline_env, offline_plan
 from tests.e2e.test_offline_run import respond, served_prefixes
 from tests.engine.helpers import alive_cmdlines
 
@@ -69,34 +67,10 @@ class Observing(Orchestrator):
 async def run_observed(
     tmp_path: Path, instances: list[dict[str, Any]], script: dict[str, Any]
 ) -> tuple[Observing, RunOutcome, ModelServer]:
-    home = tmp_path / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    plan = build_plan(
-        parse_config({"orchestration": {"startup_delay": 0}, "instances": instances}),
-        RunOptions(orchestration_id="api-errors"),
-        claude_bin=str(PROJECT_LOCAL),
-        config_path=None,
-        cwd=tmp_path,
-        now=datetime.now(UTC),
-    )
-    for inst in plan.instances:
-        inst.workspace.mkdir(parents=True, exist_ok=True)
+    plan = offline_plan(tmp_path, {"instances": instances}, "api-errors")
     async with ModelServer(script) as server:
-
-        def env(inst: PlannedInstance) -> dict[str, str]:
-            return {
-                "ANTHROPIC_BASE_URL": server.url,
-                "ANTHROPIC_API_KEY": "offline",
-                "HOME": str(home),
-                "ANTHROPIC_CUSTOM_HEADERS": f"X-Coordinator-Instance: {inst.name}",
-            }
-
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if k != "CLAUDE_CONFIG_DIR" and not k.startswith("CLAUDE_CODE_")
-        }
-        orch = Observing(plan, base_env=base, limits=Limits(timeout=60), instance_env=env)
+        env = offline_env(server, tmp_path / "home")
+        orch = Observing(plan, base_env=base_env(), limits=Limits(timeout=60), instance_env=env)
         orch.server = server
         outcome = await orch.run()
     for state in outcome.states:  # nothing of any instance survives the run

@@ -3,23 +3,19 @@ server. Token counts are compared with what the server served, exactly."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from coordinator.claude_bin import PROJECT_LOCAL
-from coordinator.config import parse_config
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator, RunOutcome
 from coordinator.engine.state import InstanceState, Status
 from coordinator.offline.server import ModelServer, TokenUsage
-from coordinator.plan import PlannedInstance, RunOptions, build_plan
 from runner.events import Usage
 from runner.pricing import estimate_cost
+from tests.e2e.harness import base_env, offline_env, offline_plan
 
 pytestmark = pytest.mark.claude
 
@@ -62,31 +58,10 @@ class Recording(Orchestrator):
 async def run(
     tmp_path: Path, config: dict[str, Any], script: dict[str, Any]
 ) -> tuple[Recording, RunOutcome, ModelServer]:
-    home = tmp_path / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    config = {**config, "orchestration": {"startup_delay": 0, **config.get("orchestration", {})}}
-    plan = build_plan(
-        parse_config(config),
-        RunOptions(orchestration_id="e2e"),
-        claude_bin=str(PROJECT_LOCAL),
-        config_path=None,
-        cwd=tmp_path,
-        now=datetime.now(UTC),
-    )
-    for inst in plan.instances:
-        inst.workspace.mkdir(parents=True, exist_ok=True)
+    plan = offline_plan(tmp_path, config, "e2e")
     async with ModelServer(script) as server:
-
-        def env(inst: PlannedInstance) -> dict[str, str]:
-            return {
-                "ANTHROPIC_BASE_URL": server.url,
-                "ANTHROPIC_API_KEY": "offline",
-                "HOME": str(home),
-                "ANTHROPIC_CUSTOM_HEADERS": f"X-Coordinator-Instance: {inst.name}",
-            }
-
-        base = {k: v for k, v in os.environ.items() if k != "CLAUDE_CONFIG_DIR"}
-        orch = Recording(plan, base_env=base, limits=Limits(timeout=120), instance_env=env)
+        env = offline_env(server, tmp_path / "home")
+        orch = Recording(plan, base_env=base_env(), limits=Limits(timeout=120), instance_env=env)
         outcome = await orch.run()
     return orch, outcome, server
 
@@ -101,7 +76,7 @@ def served_prefixes(server: ModelServer, key: str) -> Iterator[Usage]:
 
 async def test_three_instances_exact_tokens_live_and_final(tmp_path: Path) -> None:
     names = {"alpha": 2, "beta": 4, "gamma": 6}  # tool rounds per instance
-    script = {"conversations": {}}
+    script: dict[str, Any] = {"conversations": {}}
     instances = []
     for name, rounds in names.items():
         responses = [
@@ -109,7 +84,7 @@ async def test_three_instances_exact_tokens_live_and_final(tmp_path: Path) -> No
             for i in range(rounds)
         ]
         responses.append(respond(rounds, text="done PROGRESS: 100%"))
-        script["conversations"][name] = {"responses": responses}  # type: ignore[index]
+        script["conversations"][name] = {"responses": responses}
         instances.append(
             {
                 "name": name,

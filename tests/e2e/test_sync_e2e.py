@@ -8,24 +8,20 @@ recorded (checkpoint and barrier rows, server clock), and what the model server 
 from __future__ import annotations
 
 import itertools
-import os
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
-from coordinator.claude_bin import PROJECT_LOCAL
-from coordinator.config import parse_config
 from coordinator.db import open_store
 from coordinator.engine.db_sink import DbSink
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator, RunOutcome
 from coordinator.engine.state import Status
 from coordinator.offline.server import ModelServer
-from coordinator.plan import PlannedInstance, RunOptions, build_plan
 from coordinator.status.from_db import snapshot, sync_line
+from tests.e2e.harness import base_env, offline_env, offline_plan
 
 pytestmark = pytest.mark.claude
 
@@ -64,32 +60,13 @@ async def run_synced(
     script: dict[str, Any],
     sync: dict[str, Any],
 ) -> tuple[Orchestrator, RunOutcome, ModelServer]:
-    home = tmp_path / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    config = {"orchestration": {"startup_delay": 0, "sync": sync}, "instances": instances}
-    plan = build_plan(
-        parse_config(config),
-        RunOptions(orchestration_id=orchestration_id),
-        claude_bin=str(PROJECT_LOCAL),
-        config_path=None,
-        cwd=tmp_path,
-        now=datetime.now(UTC),
-    )
-    for inst in plan.instances:
-        inst.workspace.mkdir(parents=True, exist_ok=True)
+    config = {"orchestration": {"sync": sync}, "instances": instances}
+    plan = offline_plan(tmp_path, config, orchestration_id)
     store = await open_store(dsn)
     sink = DbSink(store, "<test>", dsn)
     async with ModelServer(script) as server:
-
-        def env(inst: PlannedInstance) -> dict[str, str]:
-            return {
-                "ANTHROPIC_BASE_URL": server.url,
-                "ANTHROPIC_API_KEY": "offline",
-                "HOME": str(home),
-                "ANTHROPIC_CUSTOM_HEADERS": f"X-Coordinator-Instance: {inst.name}",
-            }
-
-        base = {k: v for k, v in os.environ.items() if k != "CLAUDE_CONFIG_DIR"}
+        env = offline_env(server, tmp_path / "home")
+        base = base_env()
         orch = Orchestrator(
             plan,
             base_env=base,
@@ -269,7 +246,7 @@ async def test_hang_times_out_and_failure_is_not_waited_for(tmp_path: Path, pg_d
     timeouts = outcome.sync["timeouts"]
     assert isinstance(timeouts, list)
     assert any(t["point"] == "milestone:50" and t["missing"] == ["hangs"] for t in timeouts)
-    assert all("dies" not in t["missing"] for t in timeouts)  # type: ignore[operator]
+    assert all("dies" not in t["missing"] for t in timeouts)
     conn = await asyncpg.connect(pg_dsn)
     try:
         row = await conn.fetchrow(

@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -156,7 +157,7 @@ def test_ctrl_c_while_paused_at_a_barrier_stops_the_stopped_group(tmp_path: Path
             "usage": {"input_tokens": 1, "output_tokens": 1},
         },
     }
-    scripts = {
+    scripts: dict[str, list[dict[str, Any]]] = {
         "fast": [{"spawn": sleeper(f"{tag}-fast")}, {"lines": [progress]}, {"sleep": 600}],
         "slow": [{"spawn": sleeper(f"{tag}-slow")}, {"sleep": 600}],
     }

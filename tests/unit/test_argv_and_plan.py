@@ -1,23 +1,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from coordinator.config import parse_config
 from coordinator.config.models import PermissionMode, SyncMode
 from coordinator.dryrun import bypass_refusal, render_json, render_text
-from coordinator.plan import RunOptions, build_plan
+from coordinator.plan import RunOptions, RunPlan, build_plan
 from coordinator.sessions import session_uuid
 from runner.argv import LaunchSpec, build_argv
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
 
-def plan_of(data: dict[str, object], tmp_path: Path, **opts: object):  # type: ignore[no-untyped-def]
+def plan_of(data: Mapping[str, Any], tmp_path: Path, **opts: Any) -> RunPlan:
     return build_plan(
         parse_config(data),
-        RunOptions(**opts),  # type: ignore[arg-type]
+        RunOptions(**opts),
         claude_bin="claude",
         config_path=None,
         cwd=tmp_path,
@@ -106,12 +108,12 @@ def test_dry_run_masks_secrets_and_warns_about_bypass(tmp_path: Path) -> None:
 
 def test_clear_history_starts_fresh_session_even_when_resuming(tmp_path: Path) -> None:
     sid = str(uuid.uuid4())
-    data = {
+    data: dict[str, Any] = {
         "instances": [{"command": "x", "session_id": sid, "resume": True, "clear_history": True}]
     }
     inst = plan_of(data, tmp_path).instances[0]
     assert not inst.resume and "--session-id" in inst.argv
-    data["instances"][0]["clear_history"] = False  # type: ignore[index]
-    data["instances"][0]["compact_history"] = True  # type: ignore[index]
+    data["instances"][0]["clear_history"] = False
+    data["instances"][0]["compact_history"] = True
     inst = plan_of(data, tmp_path).instances[0]
     assert inst.resume and inst.turns == ("/compact", "x")

@@ -131,7 +131,7 @@ def test_live_totals_exact_after_each_message_and_result_replaces() -> None:
         acct.feed(ev2)
     assert acct.usage == Usage(42, 535)
     assert acct.cost_is_estimate and acct.cost_usd > 0.5
-    acct.feed(parse_line(result(usage(7, 2), cost=0.6).rstrip(b"\n")))  # type: ignore[arg-type]
+    acct.feed(parse_line(result(usage(7, 2), cost=0.6).rstrip(b"\n")))
     assert acct.usage == Usage(42, 535) and acct.cost_usd == pytest.approx(0.6)
     assert acct.results == 2
 
