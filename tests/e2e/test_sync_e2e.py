@@ -175,11 +175,14 @@ async def test_milestone_mode_three_speeds(tmp_path: Path, pg_dsn: str) -> None:
 async def test_free_mode_fast_finishes_before_slow_reaches_half(
     tmp_path: Path, pg_dsn: str
 ) -> None:
-    delays = {"fast": 0.05, "slow": 2.0}
-    script = {"conversations": {n: milestone_conversation(d, 0) for n, d in delays.items()}}
+    fast = milestone_conversation(0.05, 0)
+    slow = milestone_conversation(0.05, 0)
+    for response in slow["responses"][:2]:  # slow up to 50%, then quick to the end
+        response["delay_s"] = 3.0
+    script = {"conversations": {"fast": fast, "slow": slow}}
     instances = [
         {"name": n, "command": f"work {n}", "workspace": n, "allowed_tools": ["Bash"]}
-        for n in delays
+        for n in ("fast", "slow")
     ]
     _orch, outcome, _server = await run_synced(
         tmp_path, pg_dsn, "sync-free", instances, script, {"mode": "free"}
