@@ -52,8 +52,6 @@ def render_table(rows: Sequence[StatusRow]) -> Table:
     ):
         table.add_column(col, justify=justify, no_wrap=col != "last event / reason")  # type: ignore[arg-type]
     ratios = vs_median(list(rows))
-    totals = [0, 0, 0, 0.0]
-    estimated = False
     for row in rows:
         ratio = ratios[row.name]
         style = STYLES.get(row.status, "")
@@ -70,20 +68,16 @@ def render_table(rows: Sequence[StatusRow]) -> Table:
             f"{row.progress_pct:.0f}%",
             Text(row.last_event),  # stream text, not rich markup: "[/x]" must not raise
         )
-        totals[0] += row.total_tokens
-        totals[1] += row.cache_read_tokens
-        totals[2] += row.tool_calls
-        totals[3] += row.cost_usd
-        estimated = estimated or row.cost_estimated
+    total = Totals.of(rows)
     table.add_row(
         "",
         Text("total", style="bold"),
         "",
-        f"{int(totals[0]):,}",
+        f"{total.tokens:,}",
         "",
-        f"{int(totals[1]):,}",
-        str(int(totals[2])),
-        ("~" if estimated else "") + f"${totals[3]:.4f}",
+        f"{total.cache_read:,}",
+        str(total.tools),
+        total.cost_text,
         "",
         "",
     )
@@ -155,13 +149,36 @@ def plain_lines(rows: Sequence[StatusRow]) -> list[str]:
 
 def plain_totals(rows: Sequence[StatusRow]) -> str:
     """The totals row of the table, as one log line."""
-    estimate = "~" if any(r.cost_estimated for r in rows) else ""
+    total = Totals.of(rows)
     return (
-        f"total tokens={sum(r.total_tokens for r in rows)} "
-        f"cache_read={sum(r.cache_read_tokens for r in rows)} "
-        f"tools={sum(r.tool_calls for r in rows)} "
-        f"cost={estimate}{sum(r.cost_usd for r in rows):.4f}"
+        f"total tokens={total.tokens} cache_read={total.cache_read} tools={total.tools} "
+        f"cost={total.cost_text.replace('$', '')}"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The totals row: sums over every instance; the cost is an estimate if any is."""
+
+    tokens: int
+    cache_read: int
+    tools: int
+    cost_usd: float
+    estimated: bool
+
+    @classmethod
+    def of(cls, rows: Sequence[StatusRow]) -> Totals:
+        return cls(
+            tokens=sum(r.total_tokens for r in rows),
+            cache_read=sum(r.cache_read_tokens for r in rows),
+            tools=sum(r.tool_calls for r in rows),
+            cost_usd=sum(r.cost_usd for r in rows),
+            estimated=any(r.cost_estimated for r in rows),
+        )
+
+    @property
+    def cost_text(self) -> str:
+        return ("~" if self.estimated else "") + f"${self.cost_usd:.4f}"
 
 
 def fmt_duration(seconds: float) -> str:

@@ -26,16 +26,23 @@ STEPS = 3
 POLL_S = 0.2
 
 
-async def _open(dsn: str, orchestration_id: str) -> PostgresBarrier:
+async def _open(
+    dsn: str,
+    orchestration_id: str,
+    participants: Sequence[str] = EVERYONE,
+    timeout_s: float = 20.0,
+    lease_s: float = 30.0,
+) -> PostgresBarrier:
     return await PostgresBarrier.open(
         dsn,
         orchestration_id,
         mode="lockstep",
-        participants=EVERYONE,
-        timeout_s=20.0,
+        participants=participants,
+        timeout_s=timeout_s,
         poll_interval_s=POLL_S,
         run_migrations=False,
         pool_size=2,
+        lease_s=lease_s,
     )
 
 
@@ -149,17 +156,7 @@ LEASE_S = 1.0
 
 
 async def _open_leased(dsn: str, orchestration_id: str) -> PostgresBarrier:
-    return await PostgresBarrier.open(
-        dsn,
-        orchestration_id,
-        mode="lockstep",
-        participants=["a", "c"],
-        timeout_s=30.0,
-        poll_interval_s=POLL_S,
-        run_migrations=False,
-        pool_size=2,
-        lease_s=LEASE_S,
-    )
+    return await _open(dsn, orchestration_id, ["a", "c"], 30.0, lease_s=LEASE_S)
 
 
 async def leased_child_main(dsn: str, orchestration_id: str) -> None:
@@ -209,7 +206,7 @@ async def test_a_killed_process_leaves_after_its_lease_not_the_timeout(
         state, first = await _seen_at(conn, orchestration_id, "c")
         beats = 0
         deadline = time.monotonic() + 30.0
-        while beats < 3:  # three heartbeats later: > 1 lease has passed since the first
+        while beats < 7:  # seven heartbeats (one per lease/3): over two leases have passed
             assert time.monotonic() < deadline, "no heartbeats from the child"
             await barrier.arrive("a", "probe")  # a decision: expiry runs, c stays active
             state, seen = await _seen_at(conn, orchestration_id, "c")

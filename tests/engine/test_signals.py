@@ -29,27 +29,25 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def start(
-    tmp_path: Path, names: list[str], startup_delay: float, tag: str
-) -> tuple[subprocess.Popen[bytes], Path, list[Path]]:
-    markers = [tmp_path / f"{n}.started" for n in names]
-    instances = []
-    for name, marker in zip(names, markers, strict=True):
-        script = write_script(
-            tmp_path / f"{name}.replay.json",
-            [
-                {"spawn": sleeper(tag)},
-                {"spawn": sleeper(tag), "new_session": True},
-                {"marker": str(marker)},
-                {"sleep": 600},
-            ],
-        )
-        instances.append({"command": "work", "name": name, "env": {"REPLAY_SCRIPT": str(script)}})
+def launch(
+    tmp_path: Path,
+    scripts: dict[str, list[dict[str, Any]]],
+    orchestration: dict[str, Any],
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``coordinator run`` as a subprocess (own session) over replay instances."""
+    instances = [
+        {
+            "command": "work",
+            "name": name,
+            "env": {"REPLAY_SCRIPT": str(write_script(tmp_path / f"{name}.replay.json", steps))},
+        }
+        for name, steps in scripts.items()
+    ]
     config = tmp_path / "coordinator-config.json"
     config.write_text(
         json.dumps(
             {
-                "orchestration": {"startup_delay": startup_delay, "progress_instructions": False},
+                "orchestration": {"progress_instructions": False, **orchestration},
                 "instances": instances,
             }
         )
@@ -76,6 +74,23 @@ def start(
         start_new_session=True,
         env={**os.environ, "NO_COLOR": "1"},
     )
+    return proc, output
+
+
+def start(
+    tmp_path: Path, names: list[str], startup_delay: float, tag: str
+) -> tuple[subprocess.Popen[bytes], Path, list[Path]]:
+    markers = [tmp_path / f"{n}.started" for n in names]
+    scripts: dict[str, list[dict[str, Any]]] = {
+        name: [
+            {"spawn": sleeper(tag)},
+            {"spawn": sleeper(tag), "new_session": True},
+            {"marker": str(marker)},
+            {"sleep": 600},
+        ]
+        for name, marker in zip(names, markers, strict=True)
+    }
+    proc, output = launch(tmp_path, scripts, {"startup_delay": startup_delay})
     return proc, output, markers
 
 
@@ -161,45 +176,10 @@ def test_ctrl_c_while_paused_at_a_barrier_stops_the_stopped_group(tmp_path: Path
         "fast": [{"spawn": sleeper(f"{tag}-fast")}, {"lines": [progress]}, {"sleep": 600}],
         "slow": [{"spawn": sleeper(f"{tag}-slow")}, {"sleep": 600}],
     }
-    instances = [
-        {
-            "command": "work",
-            "name": name,
-            "env": {"REPLAY_SCRIPT": str(write_script(tmp_path / f"{name}.json", steps))},
-        }
-        for name, steps in scripts.items()
-    ]
-    config = tmp_path / "sync-config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "orchestration": {
-                    "startup_delay": 0,
-                    "progress_instructions": False,
-                    "sync": {"mode": "milestone", "timeout_s": 600},
-                },
-                "instances": instances,
-            }
-        )
-    )
-    output = tmp_path / "results.json"
-    proc = subprocess.Popen(
-        [
-            *COORDINATOR,
-            "run",
-            "--config",
-            str(config),
-            "--claude-bin",
-            REPLAY,
-            "--no-db",
-            "--output",
-            str(output),
-            "--workspace",
-            str(tmp_path),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    proc, output = launch(
+        tmp_path,
+        scripts,
+        {"startup_delay": 0, "sync": {"mode": "milestone", "timeout_s": 600}},
     )
     try:
         wait_for(lambda: _statuses(f"{tag}-fast") == ["stopped"], 30, "fast's group to pause")
