@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -14,21 +15,26 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import structlog
 from rich.console import Console
 
 from coordinator.budget.rules import unused_command_budgets
 from coordinator.claude_bin import find_claude
 from coordinator.config.loader import load_config
+from coordinator.db.journal import replay_journals
+from coordinator.db.postgres import PostgresStore
 from coordinator.dryrun import bypass_refusal, render_json, render_text
+from coordinator.engine.db_sink import OrchestrationIdTakenError
 from coordinator.engine.instance import Limits
-from coordinator.engine.orchestrator import Orchestrator
+from coordinator.engine.orchestrator import Orchestrator, RunOutcome
 from coordinator.engine.sink import NullSink, RunSink
-from coordinator.errors import ClaudeNotFoundError, CoordinatorError, PreflightError
+from coordinator.errors import ClaudeNotFoundError, CoordinatorError, DatabaseError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
 from coordinator.results import build_results, default_output_path, write_results
 from coordinator.schedule import format_countdown
 from coordinator.settings import Settings
+from coordinator.statedir import default_state_dir
 from coordinator.status.live import StatusReporter, note_printer
 from coordinator.status.render import ReportOptions
 
@@ -176,35 +182,73 @@ async def offline_server(req: RunRequest, plan: RunPlan) -> AsyncIterator[dict[s
         yield env
 
 
-async def open_sink(
-    req: RunRequest, settings: Settings, console: Console
-) -> tuple[RunSink, str | None]:
-    """Where the run is persisted, and the DSN the barrier shares (None: no database)."""
-    if req.no_database or settings.no_database:
-        return NullSink(), None
-    from coordinator.engine.db_sink import open_db_sink
+@dataclass(frozen=True, slots=True)
+class RunDatabase:
+    store: PostgresStore
+    dsn: str  # for the barrier's own connections; never shown (masked is)
+    masked: str
 
+
+async def check_database(
+    req: RunRequest, settings: Settings, plan: RunPlan, say: Callable[[str], None]
+) -> RunDatabase | None:
+    """Before anything launches (and before a ``--start-at`` wait): the database the run
+    will persist to is reachable, migrated, and does not hold this orchestration id yet.
+    Journals of earlier runs are replayed into it now. None: the run has no database."""
+    if req.no_database or settings.no_database:
+        return None
+    from coordinator.db import open_store, resolve_dsn
+
+    no_db = "; fix it, or run with --no-db to run without persistence"
     try:
-        sink = await open_db_sink(req.database_url, settings)
-        return sink, sink.dsn
-    except Exception as exc:  # the run goes on without persistence, loudly
-        console.print(
-            f"warning: no database, progress is not persisted: {exc}",
-            style="yellow",
-            highlight=False,
-        )
-        log.warning("database unavailable", error=str(exc))
+        resolved = await asyncio.to_thread(resolve_dsn, settings.database_dsn(req.database_url))
+    except DatabaseError as exc:
+        raise PreflightError(f"database: {exc}{no_db}") from None
+    try:
+        store = await open_store(resolved.dsn)
+    except DatabaseError as exc:
+        raise PreflightError(f"database ({resolved.source}) unreachable: {exc}{no_db}") from None
+    try:
+        for line in await replay_journals(store, state_dir_of(settings)):
+            say(line)
+        if await store.get_orchestration(plan.orchestration_id) is not None:
+            raise OrchestrationIdTakenError(plan.orchestration_id, resolved.masked)
+    except BaseException:
+        await store.close()
+        raise
+    return RunDatabase(store, resolved.dsn, resolved.masked)
+
+
+def state_dir_of(settings: Settings) -> Path:
+    return settings.state_dir or default_state_dir()
+
+
+def open_sink(db: RunDatabase | None, settings: Settings) -> tuple[RunSink, str | None]:
+    """Where the run is persisted, and the DSN the barrier shares (None: no database)."""
+    if db is None:
         return NullSink(), None
+    from coordinator.engine.db_sink import DbSink
+
+    return DbSink(db.store, db.masked, db.dsn, state_dir=state_dir_of(settings)), db.dsn
 
 
 async def run(req: RunRequest, settings: Settings, console: Console) -> int:
     plan = make_plan(req, settings, need_claude=True)
     for warning in preflight(plan, req, os.environ):
         console.print(f"warning: {warning}", style="yellow", highlight=False)
-    if not await wait_for_start(plan, console):
+    db = await check_database(req, settings, plan, lambda line: console.print(line))
+    try:
+        started = await wait_for_start(plan, console)
+    except BaseException:
+        if db is not None:
+            await db.store.close()
+        raise
+    if not started:
+        if db is not None:
+            await db.store.close()
         return 130
     output = req.output or default_output_path(plan, datetime.now())
-    sink, dsn = await open_sink(req, settings, console)
+    sink, dsn = open_sink(db, settings)
     reporter = StatusReporter(
         console,
         plan.status_report_interval,
@@ -222,29 +266,96 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
         max_console_lines=max(1, req.max_console_lines or 20),
         max_line_bytes=req.max_line_bytes,
     )
-    async with offline_server(req, plan) as offline_env:
-        orch = Orchestrator(
-            plan,
-            base_env=os.environ,
-            limits=limits,
-            sink=sink,
-            instance_env=offline_instance_env(offline_env),
-            on_note=note_printer(console, enabled=not reporter.live and not req.quiet),
-            barrier_dsn=dsn,
+    outcome: RunOutcome | None = None
+    orch: Orchestrator | None = None
+    try:
+        async with offline_server(req, plan) as offline_env:
+            orch = Orchestrator(
+                plan,
+                base_env=os.environ,
+                limits=limits,
+                sink=sink,
+                instance_env=offline_instance_env(offline_env),
+                on_note=note_printer(console, enabled=not reporter.live and not req.quiet),
+                barrier_dsn=dsn,
+            )
+            done = asyncio.Event()
+            report = asyncio.create_task(reporter.run(orch, done))
+            try:
+                outcome = await orch.run()
+            finally:
+                done.set()
+                await report
+            reporter.final(orch)
+    finally:
+        # Every exit path ends here: the results are written and the orchestration row is
+        # closed (or journalled), also when the run itself raised.
+        if outcome is None and orch is not None:
+            outcome = orch.outcome()
+        results = build_results(plan, outcome) if outcome is not None else None
+        where = (
+            save_results(output, results, state_dir_of(settings), console)
+            if results is not None
+            else None
         )
-        done = asyncio.Event()
-        report = asyncio.create_task(reporter.run(orch, done))
-        try:
-            outcome = await orch.run()
-        finally:
-            done.set()
-            await report
-        reporter.final(orch)
-    results = build_results(plan, outcome)
-    write_results(output, results)
-    await sink.close("interrupted" if outcome.interrupted else _overall(outcome.exit_code), results)
-    console.print(_summary(results, output), highlight=False)
+        status = "failed" if outcome is None else _overall(outcome)
+        await close_sink(sink, status, results or {"orchestration_id": plan.orchestration_id})
+    assert outcome is not None and results is not None
+    if req.json_output:
+        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.flush()
+    console.print(_summary(results, where), highlight=False)
     return outcome.exit_code
+
+
+def save_results(
+    output: Path, results: dict[str, Any], state_dir: Path, console: Console
+) -> Path | None:
+    """The results file, or, if it cannot be written at the end (disk full, the directory
+    gone), a fallback in the state directory, said in one line. None: nowhere (then the
+    JSON goes to stderr, the last place left)."""
+    try:
+        write_results(output, results)
+        return output
+    except OSError as exc:
+        problem = f"{exc.strerror or exc}"
+    fallback = state_dir / "results" / output.name
+    try:
+        write_results(fallback, results)
+    except OSError as exc:
+        console.print(
+            f"error: could not write the results to {output} ({problem}) nor to {fallback} "
+            f"({exc.strerror or exc}); here they are:",
+            style="red",
+            highlight=False,
+        )
+        sys.stderr.write(orjson.dumps(results).decode() + "\n")
+        return None
+    console.print(
+        f"warning: could not write the results to {output} ({problem}); "
+        f"written to {fallback} instead",
+        style="yellow",
+        highlight=False,
+    )
+    return fallback
+
+
+async def close_sink(sink: RunSink, status: str, results: dict[str, Any]) -> None:
+    """Close the database side within its deadline. A signal meanwhile (Ctrl-C, SIGTERM,
+    SIGHUP) stops waiting: what is unwritten goes to the journal at once."""
+    loop = asyncio.get_running_loop()
+    closing = asyncio.ensure_future(sink.close(status, results))
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        with contextlib.suppress(ValueError, RuntimeError):
+            loop.add_signal_handler(sig, closing.cancel)
+            installed.append(sig)
+    try:
+        with contextlib.suppress(asyncio.CancelledError):
+            await closing
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
 
 
 def offline_instance_env(
@@ -259,14 +370,16 @@ def offline_instance_env(
     return per_instance
 
 
-def _overall(code: int) -> str:
-    return "completed" if code == 0 else "failed"
+def _overall(outcome: RunOutcome) -> str:
+    if outcome.interrupted:
+        return "interrupted"
+    return "completed" if outcome.exit_code == 0 else "failed"
 
 
-def _summary(results: dict[str, Any], output: Path) -> str:
+def _summary(results: dict[str, Any], output: Path | None) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in results["counts"].items())
     totals = results["totals"]
     return (
         f"{results['orchestration_id']}: {counts}; {totals['total_tokens']:,} tokens, "
-        f"${totals['total_cost_usd']:.4f}; results: {output}"
+        f"${totals['total_cost_usd']:.4f}; results: {output or 'not written (see above)'}"
     )

@@ -192,8 +192,10 @@ def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
     )
 
 
-def _console() -> Console:
-    console = Console(highlight=False)
+def _console(*, stderr: bool = False) -> Console:
+    """The terminal. ``stderr``: everything goes to stderr (``run --json`` keeps stdout
+    for the one JSON document it prints)."""
+    console = Console(highlight=False, stderr=stderr)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 160  # a log or a pipe: rich's 80 columns would clip the table
     return console
@@ -214,7 +216,7 @@ def _settings_and_logging(kw: dict[str, Any]) -> Settings:
 def _execute(kw: dict[str, Any], dry_run: bool) -> int:
     settings = _settings_and_logging(kw)
     req = _request(kw, dry_run)
-    console = _console()
+    console = _console(stderr=req.json_output and not dry_run)
     if dry_run:
         return app.dry_run(req, settings, console)
     return asyncio.run(app.run(req, settings, console))

@@ -26,24 +26,16 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-import platformdirs
-
 from coordinator.db.dsn import with_database
 from coordinator.db.postgres import connect, create_database
 from coordinator.errors import DatabaseError
+from coordinator.statedir import STATE_DIR_ENV as STATE_DIR_ENV
+from coordinator.statedir import default_state_dir as default_state_dir
 
-STATE_DIR_ENV = "COORDINATOR_STATE_DIR"
 DATABASE = "coordinator"
 LOCK_TIMEOUT = 120.0
 
 T = TypeVar("T")
-
-
-def default_state_dir() -> Path:
-    override = os.environ.get(STATE_DIR_ENV)
-    if override:
-        return Path(override).expanduser()
-    return platformdirs.user_state_path("coordinator")
 
 
 def pgdata_dir(state_dir: Path | None = None) -> Path:

@@ -44,9 +44,26 @@ class MemoryStore:
                 f"orchestration {row.id!r} already exists", orchestration_id=row.id
             )
         now = self._now()
-        stored = dataclasses.replace(row, started_at=now, ended_at=None, updated_at=now)
+        stored = dataclasses.replace(
+            row, started_at=now, ended_at=None, updated_at=now, last_seen_at=now
+        )
         self._orchestrations[row.id] = stored
         return stored
+
+    async def heartbeat_orchestration(self, orchestration_id: str) -> None:
+        current = self._orchestrations.get(orchestration_id)
+        if current is not None and current.status == "running":
+            self._orchestrations[orchestration_id] = dataclasses.replace(
+                current, last_seen_at=self._now()
+            )
+
+    def _seen(self, row: OrchestrationRow) -> OrchestrationRow:
+        """What the ``orchestrations_seen`` view shows: a silent running run is lost."""
+        seen = row.last_seen_at
+        expired = seen is not None and seen < self._clock() - timedelta(seconds=row.lease_s)
+        return (
+            dataclasses.replace(row, status="lost") if row.status == "running" and expired else row
+        )
 
     async def finish_orchestration(
         self, orchestration_id: str, status: str, results: dict[str, object] | None
@@ -81,13 +98,14 @@ class MemoryStore:
                 self._checkpoints[row.key] = dataclasses.replace(row, created_at=now)
 
     async def get_orchestration(self, orchestration_id: str) -> OrchestrationRow | None:
-        return self._orchestrations.get(orchestration_id)
+        row = self._orchestrations.get(orchestration_id)
+        return None if row is None else self._seen(row)
 
     async def list_orchestrations(self, limit: int = 20) -> list[OrchestrationRow]:
         rows = sorted(
             self._orchestrations.values(), key=lambda r: (r.started_at, r.id), reverse=True
         )
-        return rows[:limit]
+        return [self._seen(r) for r in rows[:limit]]
 
     async def list_instances(self, orchestration_id: str) -> list[InstanceRow]:
         rows = [r for r in self._instances.values() if r.orchestration_id == orchestration_id]

@@ -243,6 +243,7 @@ class PostgresStore:
                 row.host,
                 row.sync_mode,
                 row.results,
+                row.lease_s,
             )
         if record is None:
             raise OrchestrationExistsError(
@@ -262,6 +263,10 @@ class PostgresStore:
                 f"no orchestration {orchestration_id!r}", orchestration_id=orchestration_id
             )
         return _orchestration(record)
+
+    async def heartbeat_orchestration(self, orchestration_id: str) -> None:
+        with database_errors("heartbeat"):
+            await self._pool.execute(query("heartbeat_orchestration"), orchestration_id)
 
     async def upsert_instances(self, rows: Sequence[InstanceRow]) -> None:
         if not rows:

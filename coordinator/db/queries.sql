@@ -30,25 +30,34 @@ INSERT INTO coordinator_migrations (version, name, checksum) VALUES ($1, $2, $3)
 SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
 
 -- name: create_orchestration
-INSERT INTO orchestrations (id, config, status, budgets, host, sync_mode, results)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+INSERT INTO orchestrations (id, config, status, budgets, host, sync_mode, results, lease_s)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (id) DO NOTHING
-RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at;
+RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at,
+          updated_at, heartbeat_at AS last_seen_at, lease_s;
 
 -- name: finish_orchestration
 UPDATE orchestrations
 SET status = $2, results = $3, ended_at = now(), updated_at = now()
 WHERE id = $1
-RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at;
+RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at,
+          updated_at, heartbeat_at AS last_seen_at, lease_s;
+
+-- name: heartbeat_orchestration
+-- The coordinator running it is alive (server clock). A finished run is left alone.
+UPDATE orchestrations SET heartbeat_at = now()
+WHERE id = $1 AND status = 'running';
 
 -- name: get_orchestration
-SELECT id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at
-FROM orchestrations
+SELECT id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at,
+       last_seen_at, lease_s
+FROM orchestrations_seen
 WHERE id = $1;
 
 -- name: list_orchestrations
-SELECT id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at
-FROM orchestrations
+SELECT id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at,
+       last_seen_at, lease_s
+FROM orchestrations_seen
 ORDER BY started_at DESC, id DESC
 LIMIT $1;
 

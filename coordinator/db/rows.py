@@ -23,10 +23,14 @@ class OrchestrationRow:
     config: JsonObject = field(default_factory=dict)
     budgets: JsonObject = field(default_factory=dict)
     results: JsonObject | None = None
+    # How long the coordinator running it may go without a heartbeat before the run is
+    # shown as ``lost`` (read back: status ``lost`` when it did, see ``last_seen_at``).
+    lease_s: float = 30.0
     # Server clock; filled by the store.
     started_at: datetime | None = None
     ended_at: datetime | None = None
     updated_at: datetime | None = None
+    last_seen_at: datetime | None = None  # the coordinator's last heartbeat
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,12 @@ class Store(Protocol):
         """
         ...
 
+    async def heartbeat_orchestration(self, orchestration_id: str) -> None:
+        """The coordinator running it is alive: ``last_seen_at`` becomes now. A run still
+        ``running`` whose last heartbeat is older than its ``lease_s`` reads back as
+        ``lost``; a finished run is left alone."""
+        ...
+
     async def upsert_instances(self, rows: Sequence[InstanceRow]) -> None:
         """Write every snapshot in one round trip; each replaces the stored one."""
         ...

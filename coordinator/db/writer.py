@@ -139,6 +139,7 @@ class BatchedWriter:
         retry_max: float = 5.0,
         write_timeout: float = 30.0,
         warn_pending: int = 50_000,
+        on_health: Callable[[bool, str | None], None] | None = None,
     ) -> None:
         if max_batch < 1 or max_latency < 0:
             raise ValueError("max_batch must be >= 1 and max_latency >= 0")
@@ -150,6 +151,7 @@ class BatchedWriter:
         self._write_timeout = write_timeout
         self._warn_pending = warn_pending
         self._next_warn = warn_pending
+        self._on_health = on_health  # (healthy, error): called when the database goes/returns
 
         self._instances: _CoalescingQueue[InstanceRow] = _CoalescingQueue()
         self._checkpoints: _FifoQueue[CheckpointRow] = _FifoQueue()
@@ -281,6 +283,13 @@ class BatchedWriter:
             )
         self._raise_if_crashed()
         return left
+
+    def take_unwritten(self) -> tuple[list[InstanceRow], list[CheckpointRow]]:
+        """After :meth:`close`: every row never written, removed from the writer (for the
+        journal). Snapshots come newest per instance, checkpoints in submission order."""
+        instances = [row for row, _ in self._instances.take(len(self._instances))]
+        checkpoints = [row for row, _ in self._checkpoints.take(len(self._checkpoints))]
+        return instances, checkpoints
 
     def stats(self) -> WriterStats:
         return WriterStats(
@@ -435,6 +444,8 @@ class BatchedWriter:
             if is_transient(exc):
                 if self._consecutive_failures == 0:
                     _log.warning("database unavailable; buffering writes", error=self._last_error)
+                    if self._on_health is not None:
+                        self._on_health(False, self._last_error)
                 self._consecutive_failures += 1
                 return _Outcome.TRANSIENT
             return _Outcome.REFUSED
@@ -442,6 +453,8 @@ class BatchedWriter:
             self._reconnects += 1
             self._consecutive_failures = 0
             _log.info("database writes resumed", pending=self._unwritten())
+            if self._on_health is not None:
+                self._on_health(True, None)
         return _Outcome.OK
 
     def _count_written(self, kind: str, n: int) -> None:

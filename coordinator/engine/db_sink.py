@@ -10,22 +10,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from coordinator.db.dsn import resolve_dsn
-from coordinator.db.postgres import PostgresStore
+from coordinator.db.journal import JournalEntry, write_journal
+from coordinator.db.postgres import PostgresStore, is_transient
 from coordinator.db.rows import CheckpointRow, InstanceRow, OrchestrationRow
+from coordinator.db.store import OrchestrationExistsError
 from coordinator.db.writer import BatchedWriter
 from coordinator.engine.state import InstanceState, MilestoneHit
+from coordinator.errors import CoordinatorError
 from coordinator.plan import RunPlan
 from coordinator.settings import Settings
+from coordinator.statedir import default_state_dir
 
 log = structlog.get_logger("coordinator.db_sink")
 
 FLUSH_INTERVAL_S = 0.25
+LEASE_S = 30.0  # a run whose coordinator is silent this long is shown as lost
+OPEN_TIMEOUT_S = 10.0
+CLOSE_DEADLINE_S = 15.0  # the final flush waits this long for a database that went away
 
 
 def _ts(unix: float | None) -> datetime | None:
@@ -88,31 +97,104 @@ def checkpoint_row(
 
 
 class DbSink:
-    def __init__(self, store: PostgresStore, dsn_masked: str, dsn: str | None = None) -> None:
+    """Persists one run. Never blocks the engine, never loses a row: what the database
+    cannot take by the end of the run (its final flush has a deadline) is journalled to the
+    state directory and replayed by the next command that reaches a database."""
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        dsn_masked: str,
+        dsn: str | None = None,
+        *,
+        state_dir: Path | None = None,
+        lease_s: float = LEASE_S,
+        close_deadline_s: float = CLOSE_DEADLINE_S,
+    ) -> None:
         self.store = store
         self.dsn_masked = dsn_masked
         self.dsn = dsn  # for the barrier's own connections; never logged (dsn_masked is)
-        self.writer = BatchedWriter(store)
+        self.state_dir = state_dir or default_state_dir()
+        self.lease_s = lease_s
+        self.close_deadline_s = close_deadline_s
+        self.writer = BatchedWriter(store, on_health=self._health)
         self.host = socket.gethostname()
-        self._orch_id = ""
+        self.journalled: Path | None = None  # set by close() when rows had to be journalled
+        self._orch: OrchestrationRow | None = None
+        self._created = False
         self._dirty: dict[str, InstanceState] = {}
-        self._flusher: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._note: Callable[[str], None] = lambda text: None
+        self._outage = False
 
-    async def open(self, plan: RunPlan, host: str) -> None:
+    @property
+    def _orch_id(self) -> str:
+        return self._orch.id if self._orch is not None else ""
+
+    async def open(
+        self, plan: RunPlan, host: str, note: Callable[[str], None] | None = None
+    ) -> None:
+        """Record the orchestration. Its id already being stored is an error (exit 2); the
+        database being away is not: rows are buffered until it is back, or journalled."""
         self.host = host
-        self._orch_id = plan.orchestration_id
-        await self.store.create_orchestration(
-            OrchestrationRow(
-                id=plan.orchestration_id,
-                status="running",
-                host=host,
-                sync_mode=plan.sync.mode.value,
-                config=plan.config.model_dump(mode="json"),
-                budgets=plan.budget.model_dump(mode="json"),
-            )
+        if note is not None:
+            self._note = note
+        self._orch = OrchestrationRow(
+            id=plan.orchestration_id,
+            status="running",
+            host=host,
+            sync_mode=plan.sync.mode.value,
+            config=plan.config.model_dump(mode="json"),
+            budgets=plan.budget.model_dump(mode="json"),
+            lease_s=self.lease_s,
         )
-        self.writer.start()
-        self._flusher = asyncio.create_task(self._flush_dirty(), name="db-sink")
+        try:
+            await asyncio.wait_for(self._create(), OPEN_TIMEOUT_S)
+        except OrchestrationExistsError:
+            raise OrchestrationIdTakenError(plan.orchestration_id, self.dsn_masked) from None
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._health(False, str(exc) or type(exc).__name__)
+            self._tasks.append(asyncio.create_task(self._create_later(), name="db-create"))
+        self._tasks.append(asyncio.create_task(self._flush_dirty(), name="db-sink"))
+        self._tasks.append(asyncio.create_task(self._heartbeat(), name="db-heartbeat"))
+
+    async def _create(self) -> None:
+        assert self._orch is not None
+        await self.store.create_orchestration(self._orch)
+        self._created = True
+        self.writer.start()  # instance rows need their orchestration row first
+
+    async def _create_later(self, delay: float = 0.5) -> None:
+        while not self._created:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+            try:
+                await asyncio.wait_for(self._create(), OPEN_TIMEOUT_S)
+            except OrchestrationExistsError:  # our own earlier attempt got through
+                self._created = True
+                self.writer.start()
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.error("could not record the orchestration", error=str(exc))
+                    return
+        self._health(True, None)
+
+    def _health(self, healthy: bool, error: str | None) -> None:
+        """One line when the database goes away and one when it is back; the driver's
+        details go to the log file only."""
+        if healthy == (not self._outage):
+            return
+        self._outage = not healthy
+        if healthy:
+            self._note("database back: buffered rows are being written")
+        else:
+            log.warning("database unavailable", error=error)
+            self._note(
+                "database unavailable: rows are buffered and written when it is back "
+                "(details in the log file)"
+            )
 
     def instance_changed(self, state: InstanceState) -> None:
         self._dirty[state.name] = state
@@ -125,24 +207,85 @@ class DbSink:
             await asyncio.sleep(FLUSH_INTERVAL_S)
             self._submit_dirty()
 
+    async def _heartbeat(self) -> None:
+        """The run's lease: a coordinator that stops beating (killed, host gone) is shown
+        as ``lost`` by status and history after ``lease_s``."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not self._created:
+                continue
+            try:
+                await asyncio.wait_for(
+                    self.store.heartbeat_orchestration(self._orch_id), self.lease_s / 3
+                )
+            except Exception as exc:  # an outage: the writer's line says so already
+                log.info("heartbeat not written", error=str(exc) or type(exc).__name__)
+
     def _submit_dirty(self) -> None:
         dirty, self._dirty = self._dirty, {}
         for state in dirty.values():
             self.writer.submit_instance(instance_row(self._orch_id, state, self.host))
 
-    async def close(self, status: str, results: dict[str, Any]) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+    async def close(
+        self, status: str, results: dict[str, Any], *, deadline_s: float | None = None
+    ) -> None:
+        """Write what is left and the final status, within ``deadline_s`` (default
+        ``close_deadline_s``); whatever the database did not take by then is journalled."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         self._submit_dirty()
+        deadline = asyncio.get_running_loop().time() + (
+            self.close_deadline_s if deadline_s is None else deadline_s
+        )
+
+        def left() -> float:
+            return max(0.0, deadline - asyncio.get_running_loop().time())
+
+        finished = False
         try:
-            await self.writer.close()
-            await self.store.finish_orchestration(self._orch_id, status, results)
-        except Exception as exc:  # the results file is written already; say what is lost
+            if not self._created:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._create(), left() or 0.001)
+            if self._created and not await self.writer.close(timeout=left() or 0.001):
+                await asyncio.wait_for(
+                    self.store.finish_orchestration(self._orch_id, status, results),
+                    left() or 0.001,
+                )
+                finished = True
+        except Exception as exc:
             log.error("could not finish the orchestration in the database", error=str(exc))
         finally:
-            await self.store.close()
+            if not finished:
+                self._journal(status, results)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.store.close(), max(left(), 1.0))
+
+    def _journal(self, status: str, results: dict[str, Any]) -> None:
+        assert self._orch is not None
+        instances, checkpoints = self.writer.take_unwritten()
+        entry = JournalEntry(self._orch, instances, checkpoints, (status, results))
+        self.journalled = write_journal(self.state_dir, entry)
+        log.warning("rows journalled", path=str(self.journalled), rows=entry.rows)
+        self._note(
+            f"database unreachable at the end: {entry.rows} row(s) and the final status "
+            f"journalled to {self.journalled}; the next coordinator command that reaches "
+            "the database writes them"
+        )
+
+
+class OrchestrationIdTakenError(CoordinatorError):
+    """The orchestration id is already recorded in the database."""
+
+    exit_code = 2
+
+    def __init__(self, orchestration_id: str, where: str) -> None:
+        super().__init__(
+            f"orchestration id {orchestration_id!r} already exists in {where}; "
+            "choose another --orchestration-id (or orchestration.id) or leave it out"
+        )
 
 
 async def open_db_sink(url: str | None, settings: Settings) -> DbSink:
@@ -150,4 +293,4 @@ async def open_db_sink(url: str | None, settings: Settings) -> DbSink:
 
     resolved = await asyncio.to_thread(resolve_dsn, settings.database_dsn(url))
     store = await open_store(resolved.dsn)
-    return DbSink(store, resolved.masked, resolved.dsn)
+    return DbSink(store, resolved.masked, resolved.dsn, state_dir=settings.state_dir)

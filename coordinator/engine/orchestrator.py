@@ -128,7 +128,7 @@ class Orchestrator:
         if self._use_guardian:
             self._guardian = Guardian()
         try:
-            await self.sink.open(self.plan, socket.gethostname())
+            await self.sink.open(self.plan, socket.gethostname(), self._note)
             self.sync = await self._open_sync()
             self.started_mono = time.monotonic()
             self.started_unix = time.time()
@@ -146,11 +146,15 @@ class Orchestrator:
                     task.cancel()
         finally:
             if self.sync is not None:
-                await self.sync.close()
+                await self._close_sync(self.sync)
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             if self._guardian is not None:
                 await asyncio.to_thread(self._guardian.close)
+        return self.outcome()
+
+    def outcome(self) -> RunOutcome:
+        """What the run did so far (at its end: everything)."""
         return RunOutcome(
             orchestration_id=self.plan.orchestration_id,
             started_unix=self.started_unix,
@@ -206,6 +210,13 @@ class Orchestrator:
         )
         await driver.open(names)
         return driver
+
+    async def _close_sync(self, sync: SyncDriver, deadline_s: float = 10.0) -> None:
+        """Bounded: a barrier whose database went away must not hold the run's end."""
+        try:
+            await asyncio.wait_for(sync.close(), deadline_s)
+        except TimeoutError:
+            self._note(f"barrier did not close within {deadline_s:g}s (database away?)")
 
     async def _refresh_sync(self, interval: float = 0.5) -> None:
         assert self.sync is not None

@@ -238,3 +238,37 @@ async def test_latest_progress_per_scenario(store: Store) -> None:
     ]
     assert progress[0].metrics == {"tokens": 9}
     assert await store.latest_progress("nobody") == []
+
+
+async def _until_status(store: Store, orch_id: str, wanted: str, within_s: float) -> str:
+    """Poll the stored status (time passing is what is tested: the lease runs out)."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        row = await store.get_orchestration(orch_id)
+        assert row is not None
+        if row.status == wanted or asyncio.get_running_loop().time() > deadline:
+            return row.status
+        await asyncio.sleep(0.05)
+
+
+async def test_a_run_whose_coordinator_stops_heartbeating_reads_back_as_lost(store: Store) -> None:
+    created = await store.create_orchestration(orchestration(lease_s=0.4))
+    assert created.status == "running" and created.last_seen_at is not None
+    assert await _until_status(store, "orch-1", "lost", 5.0) == "lost"
+    lost = await store.get_orchestration("orch-1")
+    assert lost is not None and lost.last_seen_at == created.last_seen_at
+    assert [r.status for r in await store.list_orchestrations()] == ["lost"]
+    # It comes back (a long database outage, not a crash): running again.
+    await store.heartbeat_orchestration("orch-1")
+    back = await store.get_orchestration("orch-1")
+    assert back is not None and back.status == "running"
+    assert back.last_seen_at is not None and back.last_seen_at > created.last_seen_at
+
+
+async def test_a_finished_run_is_never_lost(store: Store) -> None:
+    await store.create_orchestration(orchestration(lease_s=0.2))
+    await store.finish_orchestration("orch-1", "completed", {})
+    await store.heartbeat_orchestration("orch-1")  # a late beat changes nothing
+    assert await _until_status(store, "orch-1", "lost", 0.6) == "completed"
