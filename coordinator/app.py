@@ -27,7 +27,7 @@ from coordinator.db.postgres import PostgresStore
 from coordinator.dryrun import bypass_refusal, render_json, render_text
 from coordinator.engine.db_sink import OrchestrationIdTakenError
 from coordinator.engine.instance import Limits
-from coordinator.engine.orchestrator import Orchestrator, RunOutcome
+from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator, RunOutcome
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.errors import ClaudeNotFoundError, CoordinatorError, DatabaseError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
@@ -229,7 +229,15 @@ def open_sink(db: RunDatabase | None, settings: Settings) -> tuple[RunSink, str 
         return NullSink(), None
     from coordinator.engine.db_sink import DbSink
 
-    return DbSink(db.store, db.masked, db.dsn, state_dir=state_dir_of(settings)), db.dsn
+    sink = DbSink(
+        db.store,
+        db.masked,
+        db.dsn,
+        state_dir=state_dir_of(settings),
+        lease_s=settings.lease_s,
+        close_deadline_s=settings.db_close_timeout,
+    )
+    return sink, db.dsn
 
 
 async def run(req: RunRequest, settings: Settings, console: Console) -> int:
@@ -249,6 +257,7 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
         return 130
     output = req.output or default_output_path(plan, datetime.now())
     sink, dsn = open_sink(db, settings)
+    signals = SignalRouter(asyncio.get_running_loop())
     reporter = StatusReporter(
         console,
         plan.status_report_interval,
@@ -278,7 +287,9 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
                 instance_env=offline_instance_env(offline_env),
                 on_note=note_printer(console, enabled=not reporter.live and not req.quiet),
                 barrier_dsn=dsn,
+                handle_signals=False,
             )
+            signals.route(lambda name: orch.cancel(f"interrupted by {name}") if orch else None)
             done = asyncio.Event()
             report = asyncio.create_task(reporter.run(orch, done))
             try:
@@ -299,12 +310,17 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
             else None
         )
         status = "failed" if outcome is None else _overall(outcome)
-        await close_sink(sink, status, results or {"orchestration_id": plan.orchestration_id})
+        try:
+            await close_sink(
+                sink, status, results or {"orchestration_id": plan.orchestration_id}, signals
+            )
+        finally:
+            signals.uninstall()
     assert outcome is not None and results is not None
     if req.json_output:
         sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
         sys.stdout.flush()
-    console.print(_summary(results, where), highlight=False)
+    console.print(_summary(results, where), highlight=False, soft_wrap=True)
     return outcome.exit_code
 
 
@@ -328,6 +344,7 @@ def save_results(
             f"({exc.strerror or exc}); here they are:",
             style="red",
             highlight=False,
+            soft_wrap=True,
         )
         sys.stderr.write(orjson.dumps(results).decode() + "\n")
         return None
@@ -336,26 +353,53 @@ def save_results(
         f"written to {fallback} instead",
         style="yellow",
         highlight=False,
+        soft_wrap=True,
     )
     return fallback
 
 
-async def close_sink(sink: RunSink, status: str, results: dict[str, Any]) -> None:
-    """Close the database side within its deadline. A signal meanwhile (Ctrl-C, SIGTERM,
-    SIGHUP) stops waiting: what is unwritten goes to the journal at once."""
-    loop = asyncio.get_running_loop()
+async def close_sink(
+    sink: RunSink, status: str, results: dict[str, Any], signals: SignalRouter
+) -> None:
+    """Close the database side within its deadline. A signal meanwhile (or one that came
+    after the instances ended) stops waiting: what is unwritten is journalled at once."""
     closing = asyncio.ensure_future(sink.close(status, results))
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        with contextlib.suppress(ValueError, RuntimeError):
-            loop.add_signal_handler(sig, closing.cancel)
-            installed.append(sig)
-    try:
-        with contextlib.suppress(asyncio.CancelledError):
-            await closing
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+    signals.route(lambda name: closing.cancel(), replay=False)
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+
+
+class SignalRouter:
+    """SIGINT, SIGTERM and SIGHUP for the whole run, from launch to the last row: each goes
+    to what the run is doing at that moment (stop the instances, cut the final flush short).
+    Never a gap in which the default action would kill the coordinator mid-way."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._target: Callable[[str], object] | None = None
+        self.received: str | None = None
+        self._installed: list[signal.Signals] = []
+        for sig in STOP_SIGNALS:
+            with contextlib.suppress(ValueError, RuntimeError):  # not the main thread
+                loop.add_signal_handler(sig, self._got, sig)
+                self._installed.append(sig)
+
+    def _got(self, sig: signal.Signals) -> None:
+        self.received = self.received or sig.name
+        if self._target is not None:
+            self._target(sig.name)
+
+    def route(self, target: Callable[[str], object], *, replay: bool = True) -> None:
+        """From now on signals go to ``target``; with ``replay``, one that came before goes
+        there now (a Ctrl-C during set-up still stops the run)."""
+        self._target = target
+        if replay and self.received is not None:
+            target(self.received)
+
+    def uninstall(self) -> None:
+        for sig in self._installed:
+            self._loop.remove_signal_handler(sig)
+        self._installed = []
 
 
 def offline_instance_env(

@@ -22,6 +22,10 @@ class Settings(BaseSettings):
     log_file: Path | None = None
     log_level: str = "info"
     no_database: bool = False
+    # How long the final flush waits for a database that went away before journalling.
+    db_close_timeout: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    # A run whose coordinator sent no heartbeat for this long is shown as lost.
+    lease_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
 
     def database_dsn(self, flag: str | None) -> str | None:
         """``--database-url`` if given, else COORDINATOR_DATABASE_URL / DATABASE_URL; None

@@ -15,6 +15,8 @@ each one of::
     {"spawn": ["sleep", "300"], "new_session": false}   start a grandchild and leave it
     {"await_turn": true}                     read one stdin line (a stream-json user turn)
     {"marker": "/path/file"}                 write a timestamp (ns) to a file, then go on
+    {"wait_file": "/path/file", "timeout": 60}   go on once the test creates this file
+                                             (exit 3 if it never comes)
     {"exit": 3}                              exit with this code
     {"signal": "SIGKILL"}                    kill itself with a signal
 
@@ -68,11 +70,24 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
                 return 0
         elif "marker" in step:
             Path(step["marker"]).write_text(str(time.time_ns()))
+        elif "wait_file" in step:
+            if not _wait_file(Path(step["wait_file"]), float(step.get("timeout", 60))):
+                return 3
         elif "exit" in step:
             return int(step["exit"])
         elif "signal" in step:
             os.kill(os.getpid(), getattr(signal, step["signal"]))
     return 0
+
+
+def _wait_file(path: Path, timeout: float) -> bool:
+    """The test's go-ahead: it creates ``path`` (a file is what both sides can see)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def _line(item: Any) -> bytes:

@@ -276,7 +276,7 @@ class BatchedWriter:
                 await self._task
         left = self._unwritten()
         if left:
-            _log.error(
+            _log.info(
                 "database writer closed with rows unwritten",
                 unwritten=left,
                 last_error=self._last_error,
@@ -443,7 +443,7 @@ class BatchedWriter:
             self._last_error = str(exc) or type(exc).__name__
             if is_transient(exc):
                 if self._consecutive_failures == 0:
-                    _log.warning("database unavailable; buffering writes", error=self._last_error)
+                    _log.info("database unavailable; buffering writes", error=self._last_error)
                     if self._on_health is not None:
                         self._on_health(False, self._last_error)
                 self._consecutive_failures += 1

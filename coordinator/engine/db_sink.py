@@ -190,7 +190,7 @@ class DbSink:
         if healthy:
             self._note("database back: buffered rows are being written")
         else:
-            log.warning("database unavailable", error=error)
+            log.info("database unavailable", error=error)
             self._note(
                 "database unavailable: rows are buffered and written when it is back "
                 "(details in the log file)"
@@ -255,8 +255,8 @@ class DbSink:
                     left() or 0.001,
                 )
                 finished = True
-        except Exception as exc:
-            log.error("could not finish the orchestration in the database", error=str(exc))
+        except Exception as exc:  # journalled below; the note says so
+            log.info("could not finish the orchestration in the database", error=str(exc))
         finally:
             if not finished:
                 self._journal(status, results)
@@ -268,7 +268,7 @@ class DbSink:
         instances, checkpoints = self.writer.take_unwritten()
         entry = JournalEntry(self._orch, instances, checkpoints, (status, results))
         self.journalled = write_journal(self.state_dir, entry)
-        log.warning("rows journalled", path=str(self.journalled), rows=entry.rows)
+        log.info("rows journalled", path=str(self.journalled), rows=entry.rows)
         self._note(
             f"database unreachable at the end: {entry.rows} row(s) and the final status "
             f"journalled to {self.journalled}; the next coordinator command that reaches "

@@ -37,6 +37,8 @@ CHILD_ENV_DEFAULTS = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "DISABLE_AUTOUPDATER": "1",
 }
+# Ctrl-C, kill, and the terminal going away (ssh dropped): each ends the run the same way.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CHILD_ENV_REMOVE = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 
 
@@ -84,6 +86,7 @@ class Orchestrator:
         instance_env: Callable[[PlannedInstance], Mapping[str, str]] | None = None,
         on_note: Callable[[str], None] | None = None,
         guardian: bool = True,
+        handle_signals: bool = True,
         barrier_dsn: str | None = None,
         barrier_poll_s: float = 1.0,
     ) -> None:
@@ -112,6 +115,7 @@ class Orchestrator:
         self.cancelled: str | None = None
         self._cancel_event = asyncio.Event()
         self._use_guardian = guardian
+        self._handle_signals = handle_signals  # False: the caller routes them to cancel()
         self._guardian: Guardian | None = None
         self._barrier_dsn = barrier_dsn
         self._barrier_poll_s = barrier_poll_s
@@ -122,7 +126,8 @@ class Orchestrator:
     # ------------------------------------------------------------------ public
     async def run(self) -> RunOutcome:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        signals = STOP_SIGNALS if self._handle_signals else ()
+        for sig in signals:
             loop.add_signal_handler(sig, self.cancel, f"interrupted by {sig.name}")
         become_subreaper()
         if self._use_guardian:
@@ -147,7 +152,7 @@ class Orchestrator:
         finally:
             if self.sync is not None:
                 await self._close_sync(self.sync)
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
             if self._guardian is not None:
                 await asyncio.to_thread(self._guardian.close)
@@ -369,6 +374,6 @@ class Orchestrator:
     def _note(self, text: str) -> None:
         stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
         self.notes.append(f"{stamp} {text}")
-        log.warning(text)
+        log.info("note", text=text)
         if self.on_note is not None:
             self.on_note(text)

@@ -106,7 +106,7 @@ class SyncDriver:
         try:
             self.points = await self.barrier.points()
         except BARRIER_TROUBLE as exc:
-            log.warning("barrier points unavailable", error=str(exc))
+            log.info("barrier points unavailable", error=str(exc))
             return
         for state in self.states.values():
             state.wait_arrived = (

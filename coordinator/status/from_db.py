@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,7 +19,7 @@ from coordinator.barrier.postgres import read_points
 from coordinator.db.postgres import PostgresStore, database_errors
 from coordinator.db.rows import InstanceRow, OrchestrationRow
 from coordinator.errors import UsageError
-from coordinator.status.render import ReportOptions, render_report
+from coordinator.status.render import ReportOptions, fmt_duration, render_report
 from coordinator.status.rows import StatusRow
 
 LIVE_STATUSES = {"pending", "starting", "running", "waiting"}
@@ -76,14 +77,34 @@ def sync_line(orch: OrchestrationRow, points: list[PointStatus]) -> str | None:
     return render_sync_line(points, planned)
 
 
+def lost_row(row: StatusRow) -> StatusRow:
+    if row.status not in LIVE_STATUSES:
+        return row
+    return dataclasses.replace(row, status="lost", last_event="its coordinator stopped")
+
+
+def shown_status(orch: OrchestrationRow, now: datetime) -> str:
+    """``lost`` says when its coordinator was last heard of: it stopped heartbeating (it was
+    killed, or its host went away) while the run was going on."""
+    if orch.status != "lost" or orch.last_seen_at is None:
+        return orch.status
+    ago = max(0.0, (now - orch.last_seen_at).total_seconds())
+    seen = orch.last_seen_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return f"lost: coordinator last seen {seen} ({fmt_duration(ago)} ago)"
+
+
 def render_snapshot(snap: dict[str, Any]) -> Any:
     orch: OrchestrationRow = snap["orchestration"]
     now = datetime.now(UTC)
-    rows = [row_from_db(r, now) for r in snap["instances"]]
+    if orch.status == "lost" and orch.last_seen_at is not None:
+        # Nobody is watching its instances any more: their clocks stop at the last beat.
+        rows = [lost_row(row_from_db(r, orch.last_seen_at)) for r in snap["instances"]]
+    else:
+        rows = [row_from_db(r, now) for r in snap["instances"]]
     started = orch.started_at or now
     elapsed = ((orch.ended_at or now) - started).total_seconds()
     return render_report(
-        f"coordinator {orch.id} [{orch.status}] on {orch.host}",
+        f"coordinator {orch.id} [{shown_status(orch, now)}] on {orch.host}",
         elapsed,
         rows,
         [],
@@ -119,7 +140,7 @@ async def status(
         console.print(render_snapshot(snap))
         return 0
     with Live(render_snapshot(snap), console=console, refresh_per_second=2) as live:
-        while snap["orchestration"].status == "running":
+        while snap["orchestration"].status == "running":  # a lost run is not watched forever
             with contextlib.suppress(TimeoutError):
                 await asyncio.sleep(interval)
             snap = await snapshot(store, orch_id)
@@ -132,6 +153,7 @@ async def history(store: PostgresStore, console: Console, limit: int, json_outpu
     if json_output:
         console.print_json(snapshot_json({"orchestrations": rows}))
         return 0
+    now = datetime.now(UTC)
     table = Table(box=None, header_style="bold")
     for col in ("orchestration", "status", "host", "sync", "started", "ended", "instances"):
         table.add_column(col)
@@ -140,7 +162,7 @@ async def history(store: PostgresStore, console: Console, limit: int, json_outpu
         counts = results.get("counts") or {}
         table.add_row(
             row.id,
-            row.status,
+            shown_status(row, now),
             row.host,
             row.sync_mode,
             row.started_at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if row.started_at else "",

@@ -125,6 +125,8 @@ def note_printer(console: Console, enabled: bool) -> Callable[[str], None]:
 
     def _print(text: str) -> None:
         if enabled:
-            console.print(f"! {text}", style="yellow", highlight=False, markup=False)
+            console.print(
+                f"! {text}", style="yellow", highlight=False, markup=False, soft_wrap=True
+            )
 
     return _print

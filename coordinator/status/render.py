@@ -30,6 +30,7 @@ def header_line(title: str, elapsed_s: float, rows: Sequence[StatusRow]) -> str:
         "blocked",
         "cancelled",
         "skipped",
+        "lost",
         "pending",
     )
     parts = [f"{k} {c[k]}" for k in order if c.get(k)]

@@ -19,6 +19,7 @@ ICONS = {
     "cancelled": "⊘",
     "blocked": "⛔",
     "skipped": "↷",
+    "lost": "?",
 }
 STYLES = {
     "completed": "green",
@@ -27,6 +28,7 @@ STYLES = {
     "blocked": "red",
     "cancelled": "yellow",
     "skipped": "yellow",
+    "lost": "red",
     "waiting": "cyan",
     "running": "bold",
 }
