@@ -27,11 +27,11 @@ from tests.pg import DedicatedServer
 
 pytestmark = pytest.mark.postgres
 
-DEADLINE_S = 3.0
+DEADLINE_S = 3.0  # the final flush: short for the first test
 
 
 def outage_run(
-    tmp_path: Path, server: DedicatedServer, *, orch_id: str
+    tmp_path: Path, server: DedicatedServer, *, orch_id: str, close_timeout: float = DEADLINE_S
 ) -> tuple[CoordinatorRun, Path]:
     """``a`` starts, says so, waits for the go-ahead, then finishes; ``b`` finishes at once."""
     started, go = tmp_path / "a.started", tmp_path / "a.go"
@@ -47,7 +47,7 @@ def outage_run(
             "b": [{"lines": answer("m2", 7, 3, cost=0.02)}],
         },
         args=["--database-url", server.dsn, "--orchestration-id", orch_id],
-        env={"COORDINATOR_DB_CLOSE_TIMEOUT": str(DEADLINE_S)},
+        env={"COORDINATOR_DB_CLOSE_TIMEOUT": str(close_timeout)},
     )
     wait_for(started.exists, 30, "instance a to start")
     return run, go
@@ -113,17 +113,16 @@ def test_database_gone_at_the_end_journals_and_the_next_command_replays(
 def test_a_signal_during_the_final_flush_journals_at_once(
     tmp_path: Path, pg_dedicated_server: DedicatedServer
 ) -> None:
-    run, go = outage_run(tmp_path, pg_dedicated_server, orch_id="outage-signal")
+    run, go = outage_run(tmp_path, pg_dedicated_server, orch_id="outage-signal", close_timeout=60)
     pg_dedicated_server.stop()
     go.touch()
-    wait_for(
-        lambda: "database unavailable" in run.stderr + run.stdout,
-        30,
-        "the outage line",
-    )
+    # The results are written just before the final flush starts waiting for the database.
+    wait_for(run.output.exists, 30, "the results file")
     run.proc.send_signal(signal.SIGTERM)
+    sent = time.monotonic()
     code = run.wait(timeout=30)
-    assert code in (0, 130), run.stderr
+    assert time.monotonic() - sent < DEADLINE_S, "the signal did not cut the flush short"
+    assert code == 0, run.stderr  # every instance had completed
     journals = list((run.state_dir / "journal").glob("*.jsonl"))
     assert len(journals) == 1, run.stderr
     lines = journals[0].read_bytes().splitlines()
