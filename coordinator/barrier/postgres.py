@@ -289,6 +289,9 @@ class PostgresBarrier:
             lock = _sql("lock_point") if arriving is None else _sql("create_and_lock_point")
             if not await conn.fetchval(lock, orch, point):
                 return None
+            # A process that decides is alive: its own beat first, so that after a long
+            # outage (no heartbeats got through) it does not expire its own participants.
+            await conn.execute(_sql("heartbeat"), orch, self.host)
             await conn.execute(_sql("expire"), orch)  # crashed processes' participants leave
             row = await conn.fetchrow(_sql("point_state"), orch, point, arriving)
             if row["released"]:

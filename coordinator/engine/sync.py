@@ -76,8 +76,12 @@ class SyncDriver:
         self.timeouts: list[dict[str, object]] = []
         self._holds: dict[str, int] = {}
         self._chains: dict[str, asyncio.Task[None]] = {}
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._ended: set[str] = set()
+        # Barrier writes the database could not take (it was away), in order; a retrier
+        # delivers them when it is back, so an arrival made meanwhile is never lost.
+        self._outbox: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+        self._retrier: asyncio.Task[None] | None = None
 
     @property
     def active(self) -> bool:
@@ -88,12 +92,21 @@ class SyncDriver:
         if self.active:
             await self._guard("register", self.barrier.register(list(hosted)))
 
-    async def close(self) -> None:
+    async def close(self, outbox_deadline_s: float = 5.0) -> None:
         for task in list(self._chains.values()):
             task.cancel()
         pending = list(self._chains.values()) + list(self._background)
         if pending:
             await asyncio.wait(pending, timeout=5.0)
+        if self._retrier is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._retrier), outbox_deadline_s)
+            self._retrier.cancel()
+        if self._outbox:
+            self._note(
+                f"barrier: {len(self._outbox)} arrival(s)/end(s) could not be recorded "
+                f"(database away): {', '.join(what for what, _ in self._outbox)}"
+            )
         if self.active:
             await self.refresh()
         with contextlib.suppress(*BARRIER_TROUBLE):
@@ -184,11 +197,12 @@ class SyncDriver:
         chain = self._chains.pop(state.name, None)
         if chain is not None:
             chain.cancel()
+        name = state.name
         if state.status is Status.COMPLETED:
-            self._spawn(self._guard(f"complete {state.name}", self.barrier.complete(state.name)))
+            self._spawn(self._deliver(f"{name} completed", lambda: self.barrier.complete(name)))
         else:
             reason = state.reason or state.error or state.status.value
-            self._spawn(self._guard(f"leave {state.name}", self.barrier.leave(state.name, reason)))
+            self._spawn(self._deliver(f"{name} left", lambda: self.barrier.leave(name, reason)))
 
     # ------------------------------------------------------------------ waiting
     async def _milestone_wait(
@@ -210,19 +224,64 @@ class SyncDriver:
 
     async def _arrive_only(self, state: InstanceState, points: list[str]) -> None:
         for point in points:
-            await self._guard(f"arrive at {point}", self.barrier.arrive(state.name, point))
+            await self._deliver(
+                f"{state.name} at {point_label(point)}", self._arrival(state, point)
+            )
+
+    def _arrival(self, state: InstanceState, point: str) -> Callable[[], Awaitable[object]]:
+        return lambda: self.barrier.arrive(state.name, point)
 
     async def _arrive_and_wait(self, state: InstanceState, points: list[str], target: str) -> None:
         label = point_label(target)
+        delivered = True
+        for point in points:
+            what = f"{state.name} at {point_label(point)}"
+            delivered = await self._deliver(what, self._arrival(state, point)) and delivered
+        if not delivered:  # recorded once the database is back; nobody to wait with now
+            self._note(f"{state.name}: barrier unavailable at {label}, continuing")
+            return
         try:
-            for point in points:
-                await self.barrier.arrive(state.name, point)
             await self.refresh()
             outcome = await self.barrier.wait(state.name, target)
         except BARRIER_TROUBLE as exc:
             self._note(f"{state.name}: barrier unavailable at {label}, continuing: {exc}")
             return
         self._record(state, target, outcome)
+
+    # ------------------------------------------------------------------ outages
+    async def _deliver(self, what: str, call: Callable[[], Awaitable[object]]) -> bool:
+        """Make a barrier write now, or keep it (in order) for when the database is back.
+        True if it was made now."""
+        if not self._outbox:
+            try:
+                await call()
+                return True
+            except BARRIER_TROUBLE as exc:
+                log.info("barrier write kept for later", what=what, error=str(exc))
+                self._note(
+                    "barrier database unavailable: arrivals are kept and recorded when it "
+                    "is back (details in the log file)"
+                )
+        self._outbox.append((what, call))
+        if self._retrier is None or self._retrier.done():
+            self._retrier = asyncio.create_task(self._redeliver(), name="sync:outbox")
+        return False
+
+    async def _redeliver(self, delay: float = 0.5) -> None:
+        delivered = 0
+        while self._outbox:
+            what, call = self._outbox[0]
+            try:
+                await call()
+            except BARRIER_TROUBLE as exc:
+                log.info("barrier still unavailable", what=what, error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self._outbox.pop(0)
+            delivered += 1
+        self._note(f"barrier database back: {delivered} kept arrival(s)/end(s) recorded")
+        await self.refresh()
 
     def _record(self, state: InstanceState, point: str, outcome: WaitOutcome) -> None:
         label = point_label(point)
@@ -281,7 +340,7 @@ class SyncDriver:
         except BARRIER_TROUBLE as exc:
             self._note(f"barrier: could not {what}: {exc}")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, object]) -> None:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
