@@ -22,7 +22,7 @@ from rich.console import Console
 from coordinator import app
 from coordinator.budget.flags import parse_command_budgets
 from coordinator.config.models import BudgetMode, PermissionMode, SyncMode
-from coordinator.errors import CoordinatorError, UsageError
+from coordinator.errors import CoordinatorError, PreflightError, UsageError
 from coordinator.logs import configure_logging
 from coordinator.plan import RunOptions
 from coordinator.schedule import parse_start_at
@@ -199,20 +199,53 @@ def _console() -> Console:
     return console
 
 
-def _settings_and_logging(kw: dict[str, Any]) -> Settings:
+def _settings_and_logging(kw: dict[str, Any], dry_run: bool) -> Settings:
     """JSON lines to the log file (default: <state dir>/logs/coordinator.jsonl); the
-    terminal gets the status report, and plain log lines only when it is not a terminal."""
+    terminal gets the status report, and plain log lines only when it is not a terminal.
+
+    A dry run writes nothing, so it needs neither. A run refuses an explicit log file it
+    cannot write (exit 2), says in one line that it goes on without the default one, and,
+    when it uses a database, refuses a state directory it cannot write (its embedded server
+    and what it keeps there live in it); ``--no-db`` needs none."""
     import platformdirs
 
+    from coordinator.preflight import writable_dir, writable_file
+
     settings = load_settings()
+    console = not sys.stderr.isatty()
+    if dry_run:
+        configure_logging(None, settings.log_level, console=console)
+        return settings
     state_dir = settings.state_dir or platformdirs.user_state_path("coordinator")
-    log_file = kw.get("log_file") or settings.log_file or state_dir / "logs" / "coordinator.jsonl"
-    configure_logging(log_file, settings.log_level, console=not sys.stderr.isatty())
+    if not (kw.get("no_database") or settings.no_database):
+        writable_dir(
+            state_dir,
+            "state directory",
+            create=True,
+            hint=" (set COORDINATOR_STATE_DIR, or run with --no-db)",
+        )
+    explicit = kw.get("log_file") or settings.log_file
+    log_file = explicit or state_dir / "logs" / "coordinator.jsonl"
+    origin = "--log-file" if kw.get("log_file") else "COORDINATOR_LOG_FILE" if explicit else "log"
+    try:
+        writable_file(log_file, origin)
+        try:
+            configure_logging(log_file, settings.log_level, console=console)
+        except OSError as exc:
+            raise PreflightError(f"{origin} {log_file}: {exc.strerror or exc}") from None
+    except PreflightError as exc:
+        if explicit:
+            raise
+        click.echo(
+            f"coordinator: warning: no log file: {exc} (set --log-file or COORDINATOR_LOG_FILE)",
+            err=True,
+        )
+        configure_logging(None, settings.log_level, console=console)
     return settings
 
 
 def _execute(kw: dict[str, Any], dry_run: bool) -> int:
-    settings = _settings_and_logging(kw)
+    settings = _settings_and_logging(kw, dry_run)
     req = _request(kw, dry_run)
     console = _console()
     if dry_run:
