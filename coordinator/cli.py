@@ -9,7 +9,9 @@ flags too. Every error the user can cause ends as one line on stderr and an exit
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -21,7 +23,14 @@ from rich.console import Console
 
 from coordinator import app
 from coordinator.budget.flags import parse_command_budgets
-from coordinator.config.models import BudgetMode, PermissionMode, SyncMode
+from coordinator.config.models import (
+    INT64_MAX,
+    ORCHESTRATION_ID_PATTERN,
+    ORCHESTRATION_ID_RULE,
+    BudgetMode,
+    PermissionMode,
+    SyncMode,
+)
 from coordinator.errors import CoordinatorError, PreflightError, UsageError
 from coordinator.logs import configure_logging
 from coordinator.plan import RunOptions
@@ -29,6 +38,19 @@ from coordinator.schedule import parse_start_at
 from coordinator.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FiniteFloat(click.FloatRange):
+    """click's FloatRange lets 'nan' and 'inf' through (no comparison refuses NaN)."""
+
+    name = "finite number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
 
 RUN_OPTIONS: list[Callable[[F], F]] = [
     click.option(
@@ -53,42 +75,42 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
     ),
     click.option(
         "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, min_open=True),
         help="Per-instance wall-clock limit, seconds.",
     ),
     click.option(
         "--idle-timeout",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, min_open=True),
         help="Stop an instance that prints nothing for this many seconds.",
     ),
     click.option(
         "--max-console-lines",
-        type=click.IntRange(min=0),
+        type=click.IntRange(min=0, max=INT64_MAX),
         default=0,
         help="Output lines shown per running instance in the status report.",
     ),
     click.option(
         "--max-line-length",
-        type=click.IntRange(min=20),
+        type=click.IntRange(min=20, max=INT64_MAX),
         default=120,
         help="Clip shown output lines to this many characters.",
     ),
     click.option(
         "--max-line-bytes",
-        type=click.IntRange(min=1024),
+        type=click.IntRange(min=1024, max=INT64_MAX),
         help="Skip (never fail on) stream lines larger than this; default no limit.",
     ),
     click.option("--quiet", is_flag=True, help="Errors and the final summary only."),
     click.option(
-        "--startup-delay", type=click.FloatRange(min=0), help="Seconds between instance launches."
+        "--startup-delay", type=FiniteFloat(min=0), help="Seconds between instance launches."
     ),
     click.option(
         "--status-report-interval",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, min_open=True),
         help="Seconds between status reports.",
     ),
     click.option("--start-at", help="Start later: 2am, 14:30, 1h30m, 30m, ISO 8601."),
-    click.option("--overall-token-budget", type=click.IntRange(min=1)),
+    click.option("--overall-token-budget", type=click.IntRange(min=1, max=INT64_MAX)),
     click.option(
         "--command-budget",
         "command_budgets",
@@ -96,7 +118,7 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
         metavar="/CMD=N",
         help="Token budget shared by instances running /CMD (repeatable).",
     ),
-    click.option("--overall-cost-budget", type=click.FloatRange(min=0, min_open=True), help="USD."),
+    click.option("--overall-cost-budget", type=FiniteFloat(min=0, min_open=True), help="USD."),
     click.option(
         "--command-cost-budget", "command_cost_budgets", multiple=True, metavar="/CMD=USD"
     ),
@@ -145,8 +167,11 @@ def run_options(func: F) -> F:
 def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
     if kw.get("config_path") is None:
         raise UsageError("--config is required (a JSON instance config)")
+    orch_id = kw.get("orchestration_id")
+    if orch_id is not None and not re.fullmatch(ORCHESTRATION_ID_PATTERN, orch_id):
+        raise UsageError(f"--orchestration-id {orch_id!r}: use {ORCHESTRATION_ID_RULE} characters")
     start_at = None
-    if kw.get("start_at"):
+    if kw.get("start_at") is not None:
         start_at = parse_start_at(kw["start_at"], datetime.now().astimezone())
     options = RunOptions(
         orchestration_id=kw.get("orchestration_id"),
@@ -349,7 +374,7 @@ def status_cmd(
 
 
 @cli.command("history")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=INT64_MAX), default=20, show_default=True)
 @click.option("--json", "json_output", is_flag=True)
 @click.option("--database-url")
 def history_cmd(limit: int, json_output: bool, database_url: str | None) -> int:
