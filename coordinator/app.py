@@ -31,6 +31,7 @@ from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator, RunOutco
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.errors import ClaudeNotFoundError, CoordinatorError, DatabaseError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
+from coordinator.preflight import writable_dir, writable_file
 from coordinator.results import build_results, default_output_path, write_results
 from coordinator.schedule import format_countdown
 from coordinator.settings import Settings
@@ -88,9 +89,12 @@ def preflight(
         f"command budget {key} matches no instance's command"
         for key in unused_command_budgets(plan)
     ]
-    if plan.create_workspaces and not dry_run:
+    if not dry_run:  # a run writes its results and in every workspace: can it?
+        writable_file(req.output or default_output_path(plan, datetime.now()), "results")
         for inst in plan.instances:
-            inst.workspace.mkdir(parents=True, exist_ok=True)
+            writable_dir(
+                inst.workspace, f"instance {inst.name}: workspace", create=plan.create_workspaces
+            )
     missing = [i for i in plan.instances if not i.workspace.is_dir() and not plan.create_workspaces]
     if missing:
         inst = missing[0]

@@ -9,7 +9,9 @@ flags too. Every error the user can cause ends as one line on stderr and an exit
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import datetime
@@ -21,14 +23,34 @@ from rich.console import Console
 
 from coordinator import app
 from coordinator.budget.flags import parse_command_budgets
-from coordinator.config.models import BudgetMode, PermissionMode, SyncMode
-from coordinator.errors import CoordinatorError, UsageError
+from coordinator.config.models import (
+    INT64_MAX,
+    ORCHESTRATION_ID_PATTERN,
+    ORCHESTRATION_ID_RULE,
+    BudgetMode,
+    PermissionMode,
+    SyncMode,
+)
+from coordinator.errors import CoordinatorError, PreflightError, UsageError
 from coordinator.logs import configure_logging
 from coordinator.plan import RunOptions
 from coordinator.schedule import parse_start_at
 from coordinator.settings import Settings, load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FiniteFloat(click.FloatRange):
+    """click's FloatRange lets 'nan' and 'inf' through (no comparison refuses NaN)."""
+
+    name = "finite number"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
 
 RUN_OPTIONS: list[Callable[[F], F]] = [
     click.option(
@@ -53,42 +75,42 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
     ),
     click.option(
         "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, min_open=True),
         help="Per-instance wall-clock limit, seconds.",
     ),
     click.option(
         "--idle-timeout",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, min_open=True),
         help="Stop an instance that prints nothing for this many seconds.",
     ),
     click.option(
         "--max-console-lines",
-        type=click.IntRange(min=0),
+        type=click.IntRange(min=0, max=INT64_MAX),
         default=0,
         help="Output lines shown per running instance in the status report.",
     ),
     click.option(
         "--max-line-length",
-        type=click.IntRange(min=20),
+        type=click.IntRange(min=20, max=INT64_MAX),
         default=120,
         help="Clip shown output lines to this many characters.",
     ),
     click.option(
         "--max-line-bytes",
-        type=click.IntRange(min=1024),
+        type=click.IntRange(min=1024, max=INT64_MAX),
         help="Skip (never fail on) stream lines larger than this; default no limit.",
     ),
     click.option("--quiet", is_flag=True, help="Errors and the final summary only."),
     click.option(
-        "--startup-delay", type=click.FloatRange(min=0), help="Seconds between instance launches."
+        "--startup-delay", type=FiniteFloat(min=0), help="Seconds between instance launches."
     ),
     click.option(
         "--status-report-interval",
-        type=click.FloatRange(min=0, min_open=True),
+        type=FiniteFloat(min=0, min_open=True),
         help="Seconds between status reports.",
     ),
     click.option("--start-at", help="Start later: 2am, 14:30, 1h30m, 30m, ISO 8601."),
-    click.option("--overall-token-budget", type=click.IntRange(min=1)),
+    click.option("--overall-token-budget", type=click.IntRange(min=1, max=INT64_MAX)),
     click.option(
         "--command-budget",
         "command_budgets",
@@ -96,7 +118,7 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
         metavar="/CMD=N",
         help="Token budget shared by instances running /CMD (repeatable).",
     ),
-    click.option("--overall-cost-budget", type=click.FloatRange(min=0, min_open=True), help="USD."),
+    click.option("--overall-cost-budget", type=FiniteFloat(min=0, min_open=True), help="USD."),
     click.option(
         "--command-cost-budget", "command_cost_budgets", multiple=True, metavar="/CMD=USD"
     ),
@@ -145,8 +167,11 @@ def run_options(func: F) -> F:
 def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
     if kw.get("config_path") is None:
         raise UsageError("--config is required (a JSON instance config)")
+    orch_id = kw.get("orchestration_id")
+    if orch_id is not None and not re.fullmatch(ORCHESTRATION_ID_PATTERN, orch_id):
+        raise UsageError(f"--orchestration-id {orch_id!r}: use {ORCHESTRATION_ID_RULE} characters")
     start_at = None
-    if kw.get("start_at"):
+    if kw.get("start_at") is not None:
         start_at = parse_start_at(kw["start_at"], datetime.now().astimezone())
     options = RunOptions(
         orchestration_id=kw.get("orchestration_id"),
@@ -201,20 +226,53 @@ def _console(*, stderr: bool = False) -> Console:
     return console
 
 
-def _settings_and_logging(kw: dict[str, Any]) -> Settings:
+def _settings_and_logging(kw: dict[str, Any], dry_run: bool) -> Settings:
     """JSON lines to the log file (default: <state dir>/logs/coordinator.jsonl); the
-    terminal gets the status report, and plain log lines only when it is not a terminal."""
+    terminal gets the status report, and plain log lines only when it is not a terminal.
+
+    A dry run writes nothing, so it needs neither. A run refuses an explicit log file it
+    cannot write (exit 2), says in one line that it goes on without the default one, and,
+    when it uses a database, refuses a state directory it cannot write (its embedded server
+    and what it keeps there live in it); ``--no-db`` needs none."""
     import platformdirs
 
+    from coordinator.preflight import writable_dir, writable_file
+
     settings = load_settings()
+    console = not sys.stderr.isatty()
+    if dry_run:
+        configure_logging(None, settings.log_level, console=console)
+        return settings
     state_dir = settings.state_dir or platformdirs.user_state_path("coordinator")
-    log_file = kw.get("log_file") or settings.log_file or state_dir / "logs" / "coordinator.jsonl"
-    configure_logging(log_file, settings.log_level, console=not sys.stderr.isatty())
+    if not (kw.get("no_database") or settings.no_database):
+        writable_dir(
+            state_dir,
+            "state directory",
+            create=True,
+            hint=" (set COORDINATOR_STATE_DIR, or run with --no-db)",
+        )
+    explicit = kw.get("log_file") or settings.log_file
+    log_file = explicit or state_dir / "logs" / "coordinator.jsonl"
+    origin = "--log-file" if kw.get("log_file") else "COORDINATOR_LOG_FILE" if explicit else "log"
+    try:
+        writable_file(log_file, origin)
+        try:
+            configure_logging(log_file, settings.log_level, console=console)
+        except OSError as exc:
+            raise PreflightError(f"{origin} {log_file}: {exc.strerror or exc}") from None
+    except PreflightError as exc:
+        if explicit:
+            raise
+        click.echo(
+            f"coordinator: warning: no log file: {exc} (set --log-file or COORDINATOR_LOG_FILE)",
+            err=True,
+        )
+        configure_logging(None, settings.log_level, console=console)
     return settings
 
 
 def _execute(kw: dict[str, Any], dry_run: bool) -> int:
-    settings = _settings_and_logging(kw)
+    settings = _settings_and_logging(kw, dry_run)
     req = _request(kw, dry_run)
     console = _console(stderr=req.json_output and not dry_run)
     if dry_run:
@@ -323,7 +381,7 @@ def status_cmd(
 
 
 @cli.command("history")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=INT64_MAX), default=20, show_default=True)
 @click.option("--json", "json_output", is_flag=True)
 @click.option("--database-url")
 def history_cmd(limit: int, json_output: bool, database_url: str | None) -> int:

@@ -22,6 +22,7 @@ from coordinator.config.models import (
     SyncConfig,
     SyncMode,
 )
+from coordinator.errors import ConfigError
 from coordinator.schedule import stagger_offsets
 from coordinator.sessions import session_uuid
 from runner.argv import LaunchSpec, build_argv
@@ -146,6 +147,7 @@ def build_plan(
         )
         for i, inst in enumerate(config.instances)
     )
+    _check_sessions_unique(instances, config, str(config_path) if config_path else "<config>")
     return RunPlan(
         orchestration_id=orchestration_id,
         config_source=str(config_path) if config_path else "<config>",
@@ -223,6 +225,27 @@ def _plan_instance(
         cost_budget_usd=inst.max_cost_usd,
         scenario=inst.scenario,
     )
+
+
+def _check_sessions_unique(
+    instances: tuple[PlannedInstance, ...], config: Config, source: str
+) -> None:
+    """Two instances on one session would write into each other's conversation: refuse
+    (``session_id: "x"`` on one and an instance named ``x`` without one map alike, as do a
+    UUID in two spellings)."""
+    seen: dict[str, PlannedInstance] = {}
+    for inst in instances:
+        first = seen.setdefault(inst.session_id, inst)
+        if first is inst:
+            continue
+        given = config.instances[inst.index].session_id
+        raise ConfigError(
+            source,
+            f"instances[{inst.index}].{'session_id' if given is not None else 'name'}",
+            given if given is not None else inst.name,
+            f"maps to session {inst.session_id}, the session of instances[{first.index}] "
+            f"({first.name}): two instances cannot share a session",
+        )
 
 
 def _system_prompt(inst: InstanceConfig, config: Config) -> str | None:

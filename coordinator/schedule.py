@@ -8,6 +8,8 @@ from datetime import datetime, time, timedelta
 from coordinator.errors import UsageError
 
 _CLOCK = re.compile(r"^(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<ampm>am|pm)?$", re.IGNORECASE)
+MAX_AHEAD = timedelta(days=366)  # further is a typo (99999h), not a plan
+PAST_GRACE = timedelta(seconds=60)  # `date -Iseconds` of a moment ago: start at once
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$", re.IGNORECASE)
 
 
@@ -15,18 +17,22 @@ def parse_start_at(text: str, now: datetime) -> datetime:
     """Resolve ``--start-at`` against ``now`` (an aware local datetime).
 
     Accepts ``2am``, ``11:30pm``, ``14:30`` (next occurrence in local time: 2am at 03:00
-    means tomorrow), relative ``2h``, ``30m``, ``1h30m``, ``45s``, and ISO 8601.
+    means tomorrow), relative ``2h``, ``30m``, ``1h30m``, ``45s``, and ISO 8601. Refused: a
+    time in the past (beyond a minute), more than a year ahead, a number out of range.
     """
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     value = text.strip()
     if not value:
         raise UsageError("--start-at: empty value")
-    duration = _DURATION.match(value)
+    duration = _DURATION.fullmatch(value)
     if duration and any(duration.groupdict().values()):
         h, m, s = (int(duration.group(k) or 0) for k in ("h", "m", "s"))
-        return now + timedelta(hours=h, minutes=m, seconds=s)
-    clock = _CLOCK.match(value)
+        try:
+            return _in_range(now + timedelta(hours=h, minutes=m, seconds=s), now, text)
+        except OverflowError:
+            raise UsageError(f"--start-at: {text!r} is out of range") from None
+    clock = _CLOCK.fullmatch(value)
     if clock:
         return _next_clock_time(clock, now, text)
     try:
@@ -37,6 +43,18 @@ def parse_start_at(text: str, now: datetime) -> datetime:
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=now.tzinfo)
+    if when < now - PAST_GRACE:
+        raise UsageError(
+            f"--start-at: {text!r} is in the past (it is {now.isoformat(timespec='seconds')})"
+        )
+    return _in_range(when, now, text)
+
+
+def _in_range(when: datetime, now: datetime, text: str) -> datetime:
+    if when - now > MAX_AHEAD:
+        raise UsageError(
+            f"--start-at: {text!r} is more than {MAX_AHEAD.days} days ahead ({when.isoformat()})"
+        )
     return when
 
 

@@ -2,12 +2,16 @@
 
 Unknown types and subtypes become :class:`Other` and never raise: the CLI adds event kinds
 between versions. Lines that do not start with ``{`` are not JSON events (:func:`parse_line`
-returns None). The most frequent line by far, a ``content_block_delta`` stream event, takes a
-fast path that skips JSON decoding: accounting needs nothing from it.
+returns None); a line that starts with ``{`` but cannot be read even after repair is
+:data:`UNPARSED`, so the caller can count it. The most frequent line by far, a
+``content_block_delta`` stream event, takes a fast path that skips JSON decoding: accounting
+needs nothing from it. Bad bytes never lose an event: a line orjson refuses (invalid UTF-8
+in a string, an escaped lone surrogate) is repaired on a slow path that only that line pays.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,11 +191,19 @@ Event = (
 
 _DELTA_PREFIX = b'{"type":"stream_event","event":{"type":"content_block_delta"'
 _DELTA = Activity("content_block_delta")
+UNPARSED = Activity("unparsed")  # starts like an event, is not JSON: the caller counts it
+# \uD800-\uDBFF not followed by a low half, or \uDC00-\uDFFF not preceded by a high one:
+# JavaScript's JSON.stringify writes these when a string was cut inside a surrogate pair.
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
 _TEXT_PREVIEW = 2000
 
 
 def parse_line(line: bytes) -> Event | None:
-    """Parse one framed line; None for blank or non-JSON lines. Never raises."""
+    """Parse one framed line; None for blank or non-JSON lines, :data:`UNPARSED` for a line
+    that starts with ``{`` and cannot be read. Never raises."""
     if line.startswith(_DELTA_PREFIX):
         return _DELTA
     stripped = line.lstrip()
@@ -200,10 +212,21 @@ def parse_line(line: bytes) -> Event | None:
     try:
         obj = orjson.loads(stripped)
     except orjson.JSONDecodeError:
-        return None
+        obj = _repaired(stripped)
     if not isinstance(obj, dict):
-        return None
+        return UNPARSED
     return parse_event(obj)
+
+
+def _repaired(line: bytes) -> Any:
+    """The slow path, only for a line orjson refused: invalid UTF-8 becomes U+FFFD and an
+    escaped lone surrogate becomes \\ufffd, so the event's numbers still count. None if it
+    is still not JSON."""
+    text = _LONE_SURROGATE.sub(r"\\ufffd", line.decode("utf-8", "replace"))
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def parse_event(obj: dict[str, Any]) -> Event:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from coordinator.config.models import COMMAND_BUDGET_KEY_RE
+from coordinator.config.models import COMMAND_BUDGET_KEY_RE, INT64_MAX
 from coordinator.errors import UsageError
 
 N = TypeVar("N", int, float)
@@ -20,12 +21,14 @@ def parse_command_budgets(
         key, number = key.strip(), number.strip()
         if not sep or not number:
             raise UsageError(f"{flag} {raw!r}: expected '/command=N' (the number is missing)")
-        if not COMMAND_BUDGET_KEY_RE.match(key):
+        if not COMMAND_BUDGET_KEY_RE.fullmatch(key):
             raise UsageError(f"{flag} {raw!r}: {key!r} is not a slash command like '/maketests'")
         try:
             value = convert(number)
         except ValueError:
             raise UsageError(f"{flag} {raw!r}: {number!r} is not a number") from None
+        if not math.isfinite(value) or value > INT64_MAX:
+            raise UsageError(f"{flag} {raw!r}: {number!r} is not a finite number up to 2^63-1")
         if value <= 0:
             raise UsageError(f"{flag} {raw!r}: the budget must be greater than 0")
         out[key] = value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,23 +13,67 @@ from pydantic import ValidationError
 from coordinator.config.models import Config
 from coordinator.errors import MISSING, ConfigError
 
+MAX_CONFIG_BYTES = 16 << 20  # a config is small; /dev/zero or a log file is not one
+
 
 def load_config(path: Path) -> Config:
     shown = str(path)
+    return parse_config(read_json(path, shown), shown)
+
+
+def read_json(path: Path, shown: str) -> Any:
+    """The JSON document in ``path``, strictly: UTF-8 (a bad byte is reported at its line),
+    no NaN or Infinity, no duplicate keys, integers kept exact."""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(shown, "", MISSING, "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(shown, "", MISSING, "is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(shown, "", MISSING, f"cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(shown, "", MISSING, f"larger than {MAX_CONFIG_BYTES >> 20} MiB")
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        line, col = _line_col(raw, exc.pos)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _line_col(raw, exc.start)
         raise ConfigError(
-            shown, f"line {line} column {col}", MISSING, f"invalid JSON: {exc.msg}"
+            shown,
+            f"line {line} column {col}",
+            MISSING,
+            f"not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8",
         ) from None
-    return parse_config(data, shown)
+    try:
+        orjson.loads(raw)  # strict RFC 8259 with the position of the first problem
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(
+            shown, f"line {exc.lineno} column {exc.colno}", MISSING, f"invalid JSON: {exc.msg}"
+        ) from None
+    try:  # again for what orjson lets by: a repeated key, an integer beyond 64 bits
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as exc:
+        raise ConfigError(
+            shown, "", MISSING, f"duplicate key {exc.key!r} (a key may appear once per object)"
+        ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise ConfigError(shown, "", MISSING, f"invalid JSON: {exc}") from None
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def parse_config(data: Any, source: str = "<config>") -> Config:

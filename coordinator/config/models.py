@@ -3,25 +3,42 @@
 The existing format (``{"instances": [...]}`` with command, name, description, allowed_tools,
 permission_mode, output_format, session_id, clear_history, compact_history, pre_commands,
 max_tokens_per_command) is accepted unchanged. Everything else is optional and additive.
-Unknown fields are errors: a typo must never be silently ignored.
+Unknown fields are errors: a typo must never be silently ignored. Numbers and booleans are
+strict: ``"5"`` or ``true`` where a number belongs, ``1`` or ``"yes"`` where a boolean belongs
+are errors, not silently converted (an int is still a float); NaN and infinities are refused;
+integers fit in 64 bits (Postgres ``bigint``, the results JSON). Names hold no control
+characters.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 SESSION_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 COMMAND_BUDGET_KEY_RE = re.compile(r"^/[A-Za-z0-9][A-Za-z0-9._:-]*$")
+ORCHESTRATION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+ORCHESTRATION_ID_RULE = (
+    "letters, digits, '.', '_' or '-', starting with a letter or digit, at most 64"
+)
+INT64_MAX = 2**63 - 1
 
-PositiveTokens = Annotated[int, Field(gt=0)]
-PositiveUsd = Annotated[float, Field(gt=0)]
-Seconds = Annotated[float, Field(ge=0)]
+Int = Annotated[int, Strict(), Field(ge=-INT64_MAX - 1, le=INT64_MAX)]
+Float = Annotated[float, Strict()]  # an int is accepted; NaN/inf refused by the model config
+Flag = Annotated[bool, Strict()]
+PositiveInt = Annotated[int, Strict(), Field(gt=0, le=INT64_MAX)]
+PositiveTokens = PositiveInt
+PositiveUsd = Annotated[float, Strict(), Field(gt=0)]
+PositiveFloat = Annotated[float, Strict(), Field(gt=0)]
+PositiveSeconds = PositiveFloat
+Seconds = Annotated[float, Strict(), Field(ge=0)]
+Percent = Annotated[int, Strict(), Field(gt=0, le=100)]
 
 
 class PermissionMode(StrEnum):
@@ -45,21 +62,23 @@ class BudgetMode(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_enum_values=False, allow_inf_nan=False
+    )
 
 
 class ScenarioConfig(_Strict):
     """The simple/medium/complex pattern: metadata carried into results and the offline demo."""
 
     difficulty: str = "simple"
-    complexity_multiplier: Annotated[float, Field(gt=0)] = 1.0
-    input_size: int | str | None = None
-    time_budget_seconds: Annotated[float, Field(gt=0)] | None = None
-    expected_quality: float | str | None = None
+    complexity_multiplier: PositiveFloat = 1.0
+    input_size: Int | str | None = None
+    time_budget_seconds: PositiveSeconds | None = None
+    expected_quality: Float | str | None = None
 
 
 def _check_command_key(key: str) -> str:
-    if not COMMAND_BUDGET_KEY_RE.match(key):
+    if not COMMAND_BUDGET_KEY_RE.fullmatch(key):
         raise ValueError(f"command budget key {key!r} must look like '/command'")
     return key
 
@@ -70,10 +89,8 @@ class BudgetConfig(_Strict):
     overall_cost_usd: PositiveUsd | None = None
     command_cost_budgets: dict[str, PositiveUsd] = Field(default_factory=dict)
     mode: BudgetMode = BudgetMode.WARN
-    count_cache_reads: bool = True
-    warn_thresholds: list[Annotated[int, Field(gt=0, le=100)]] = Field(
-        default_factory=lambda: [80, 100]
-    )
+    count_cache_reads: Flag = True
+    warn_thresholds: list[Percent] = Field(default_factory=lambda: [80, 100])
 
     @field_validator("command_budgets", "command_cost_budgets")
     @classmethod
@@ -85,10 +102,10 @@ class BudgetConfig(_Strict):
 
 class SyncConfig(_Strict):
     mode: SyncMode = SyncMode.FREE
-    milestones: list[Annotated[int, Field(gt=0, lt=100)]] = Field(
+    milestones: list[Annotated[int, Strict(), Field(gt=0, lt=100)]] = Field(
         default_factory=lambda: [30, 50, 70, 90]
     )
-    timeout_s: Annotated[float, Field(gt=0)] = 60.0
+    timeout_s: PositiveSeconds = 60.0
 
     @field_validator("milestones")
     @classmethod
@@ -99,18 +116,18 @@ class SyncConfig(_Strict):
 
 
 class OrchestrationConfig(_Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")] | None = None
+    id: Annotated[str, Field(pattern=ORCHESTRATION_ID_PATTERN)] | None = None
     workspace: Path | None = None
     startup_delay: Seconds = 5.0
-    status_report_interval: Annotated[float, Field(gt=0)] = 5.0
-    timeout: Annotated[float, Field(gt=0)] | None = None
-    idle_timeout: Annotated[float, Field(gt=0)] = 120.0
+    status_report_interval: PositiveSeconds = 5.0
+    timeout: PositiveSeconds | None = None
+    idle_timeout: PositiveSeconds = 120.0
     budget: BudgetConfig = Field(default_factory=BudgetConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     env: dict[str, str] = Field(default_factory=dict)
-    progress_instructions: bool = True
-    isolate_config_dir: bool = False
-    create_workspaces: bool = False
+    progress_instructions: Flag = True
+    isolate_config_dir: Flag = False
+    create_workspaces: Flag = False
 
 
 class InstanceConfig(_Strict):
@@ -122,16 +139,16 @@ class InstanceConfig(_Strict):
     permission_mode: PermissionMode | None = None
     output_format: Literal["stream-json"] = "stream-json"
     session_id: str | None = None
-    clear_history: bool = False
-    compact_history: bool = False
+    clear_history: Flag = False
+    compact_history: Flag = False
     pre_commands: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     max_tokens_per_command: PositiveTokens | None = None
     # --- additions ---
-    resume: bool = False
+    resume: Flag = False
     steps: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
     workspace: Path | None = None
     model: str | None = None
-    max_turns: Annotated[int, Field(gt=0)] | None = None
+    max_turns: PositiveInt | None = None
     append_system_prompt: str | None = None
     disallowed_tools: list[str] | None = None
     max_cost_usd: PositiveUsd | None = None
@@ -145,12 +162,24 @@ class InstanceConfig(_Strict):
             raise ValueError("command must not be blank")
         return value
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.strip():
+            raise ValueError("name must not be blank")
+        bad = control_character(value)
+        if bad is not None:
+            raise ValueError(f"name must not hold control characters (U+{ord(bad):04X})")
+        return value
+
     @field_validator("session_id")
     @classmethod
     def _session_id(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if _is_uuid(value) or SESSION_NAME_RE.match(value):
+        if _is_uuid(value) or SESSION_NAME_RE.fullmatch(value):
             return value
         raise ValueError(
             "session_id must be a UUID or a name of letters, digits, '.', '_', ':' or '-'"
@@ -207,6 +236,15 @@ class Config(_Strict):
             n = derived_count[base]
             names.append(base if n == 1 else f"{base}-{n}")
         return names
+
+
+def control_character(text: str) -> str | None:
+    """The first control, format, surrogate, private or unassigned character in ``text``:
+    a newline or an escape sequence in a name would forge report lines and headers."""
+    for char in text:
+        if unicodedata.category(char).startswith("C"):
+            return char
+    return None
 
 
 def _is_uuid(value: str) -> bool:

@@ -16,6 +16,7 @@ from typing import Protocol
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
 from runner.argv import user_turn_line
 from runner.events import (
+    UNPARSED,
     Activity,
     ApiRetry,
     Assistant,
@@ -163,7 +164,7 @@ class InstanceRun:
         tail = framer.finish()
         if tail:
             self._line(tail)
-        state.skipped_lines = framer.skipped_lines
+        state.skipped_lines += framer.skipped_lines  # oversized, on top of unparsed ones
 
     def _line(self, line: bytes) -> None:
         state = self.state
@@ -175,6 +176,9 @@ class InstanceRun:
                 self._tail(state.output_tail, "[non-json] " + text[:500].decode(errors="replace"))
             return
         if isinstance(event, Activity):
+            if event is UNPARSED:  # looked like an event, was not JSON: counted, never fatal
+                state.skipped_lines += 1
+                self._tail(state.output_tail, "[unparsed] " + line[:500].decode(errors="replace"))
             return
         self._event(event)
 

@@ -5,6 +5,7 @@ import pytest
 
 from runner.accounting import Accountant
 from runner.events import (
+    UNPARSED,
     Activity,
     ApiRetry,
     Assistant,
@@ -54,10 +55,20 @@ def test_framer_max_line_bytes_skips_instead_of_failing() -> None:
     assert framer.skipped_lines == 1
 
 
+def test_bad_bytes_in_a_string_are_repaired_not_lost() -> None:
+    ev = parse_line(
+        result(usage(7, 2), cost=0.5).replace(b'"subtype"', b'"result":"\xff","subtype"')
+    )
+    assert isinstance(ev, Result) and ev.usage == Usage(7, 2) and ev.text == "\ufffd"
+    pair = parse_line(b'{"type":"result","result":"\\ud83d\\ude00 \\udc00 x\\ud800"}')
+    assert isinstance(pair, Result) and pair.text == "\U0001f600 \ufffd x\ufffd"
+
+
 def test_parser_never_raises_and_classifies() -> None:
     assert parse_line(b"not json at all") is None
     assert parse_line(b"") is None
-    assert parse_line(b'{"broken": ') is None
+    assert parse_line(b'{"broken": ') is UNPARSED
+    assert parse_line(b'{"type":"x",\xff}') is UNPARSED
     assert parse_line(b"[1,2]") is None
     assert isinstance(parse_line(b'{"type":"brand_new","subtype":"x"}'), Other)
     assert isinstance(parse_line(b'{"type":"system","subtype":"hook_started"}'), Other)
