@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from coordinator.claude_bin import find_claude
 from coordinator.config.loader import load_config
 from coordinator.dryrun import bypass_refusal, render_json, render_text
 from coordinator.engine.instance import Limits
-from coordinator.engine.orchestrator import Orchestrator
+from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.errors import ClaudeNotFoundError, CoordinatorError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
@@ -138,12 +137,12 @@ def preflight_soft(plan: RunPlan, req: RunRequest) -> list[str]:
 
 
 async def wait_for_start(plan: RunPlan, console: Console) -> bool:
-    """Countdown to ``--start-at``; False if interrupted (Ctrl-C / SIGTERM)."""
+    """Countdown to ``--start-at``; False if interrupted (Ctrl-C, SIGTERM, SIGHUP)."""
     if plan.start_at is None:
         return True
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         target = plan.start_at.timestamp()
@@ -161,7 +160,7 @@ async def wait_for_start(plan: RunPlan, console: Console) -> bool:
                     return False
         return True
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

@@ -18,7 +18,8 @@ each one of::
     {"exit": 3}                              exit with this code
     {"signal": "SIGKILL"}                    kill itself with a signal
 
-Without ``exit`` it exits 0 after the last step.
+Without ``exit`` it exits 0 after the last step. ``REPLAY_IGNORE_SIGTERM=1`` makes it
+ignore SIGTERM (a stubborn claude: only the SIGKILL after the grace period stops it).
 """
 
 from __future__ import annotations
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         print("replay: set REPLAY_SCRIPT or pass --script", file=sys.stderr)
         return 2
     steps = json.loads(Path(script).read_text())
+    if os.environ.get("REPLAY_IGNORE_SIGTERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         return run_script(steps, sys.stdout.buffer)
     except BrokenPipeError:

@@ -38,6 +38,9 @@ CHILD_ENV_DEFAULTS = {
     "DISABLE_AUTOUPDATER": "1",
 }
 CHILD_ENV_REMOVE = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+# Each ends the run the same way: stop every instance, write results, close the database.
+# SIGHUP is a closed terminal or a dropped ssh session: an unattended run's usual death.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def child_env(
@@ -122,7 +125,7 @@ class Orchestrator:
     # ------------------------------------------------------------------ public
     async def run(self) -> RunOutcome:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self.cancel, f"interrupted by {sig.name}")
         become_subreaper()
         if self._use_guardian:
@@ -147,8 +150,7 @@ class Orchestrator:
         finally:
             if self.sync is not None:
                 await self.sync.close()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
+            self._after_run_signals(loop)
             if self._guardian is not None:
                 await asyncio.to_thread(self._guardian.close)
         return RunOutcome(
@@ -169,12 +171,24 @@ class Orchestrator:
 
     def cancel(self, reason: str = "cancelled") -> None:
         if self.cancelled is not None:
-            return
+            return  # a second signal while stopping: the stop under way is bounded
         self.cancelled = reason
         self._cancel_event.set()
-        self._note(f"{reason}: stopping every instance")
-        for run in self.runs.values():
+        for run in self.runs.values():  # first: nothing (not even the note) may delay this
             run.request_stop(Status.CANCELLED, reason)
+        self._note(f"{reason}: stopping every instance")
+
+    def _after_run_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Once every instance has ended, the caller still writes the results and closes
+        the database. SIGTERM and SIGHUP (which kill by default, and a hang-up often comes
+        twice: from the kernel and from the shell) are then only noted until the loop
+        closes; SIGINT gets its default back, so Ctrl-C can still break a hung exit."""
+        loop.remove_signal_handler(signal.SIGINT)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._late_signal, sig)
+
+    def _late_signal(self, sig: signal.Signals) -> None:
+        self._note(f"{sig.name} after every instance ended: still writing the results")
 
     # ------------------------------------------------------------------ barrier
     async def _open_sync(self) -> SyncDriver:
@@ -358,6 +372,7 @@ class Orchestrator:
     def _note(self, text: str) -> None:
         stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
         self.notes.append(f"{stamp} {text}")
-        log.warning(text)
-        if self.on_note is not None:
-            self.on_note(text)
+        with contextlib.suppress(Exception):  # the note is kept even if it cannot be shown
+            log.warning(text)
+            if self.on_note is not None:
+                self.on_note(text)
