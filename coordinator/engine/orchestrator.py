@@ -129,7 +129,13 @@ class Orchestrator:
             loop.add_signal_handler(sig, self.cancel, f"interrupted by {sig.name}")
         become_subreaper()
         if self._use_guardian:
-            self._guardian = Guardian()
+            try:
+                self._guardian = Guardian()
+            except OSError as exc:
+                self._note(
+                    f"UNGUARDED RUN: the guardian cannot be started ({exc}); if this "
+                    "coordinator is killed, its instances keep running"
+                )
         try:
             await self.sink.open(self.plan, socket.gethostname())
             self.sync = await self._open_sync()
@@ -269,9 +275,13 @@ class Orchestrator:
     async def _scan_descendants(self, interval: float = 1.0) -> None:
         """Record every process each instance starts, even one that leaves the instance's
         process group or session, so that stopping (or the guardian, if the coordinator
-        dies) can reach it."""
+        dies) can reach it; and keep the guardian alive."""
         while True:
             await asyncio.sleep(interval)
+            if self._guardian is not None:
+                note = await asyncio.to_thread(self._guardian.check)
+                if note is not None:
+                    self._note(note)
             procs = {
                 run.proc.pid: run.proc
                 for run in self.runs.values()
@@ -320,6 +330,9 @@ class Orchestrator:
             tokens=state.accountant.usage.total,
             error=state.error,
         )
+        run = self.runs.get(state.name)
+        if self._guardian is not None and run is not None and run.proc is not None:
+            self._guardian.forget_group(run.proc.pgid)  # reaped: the pgid is free for reuse
         if state.status is Status.COMPLETED:
             at_ms = int((state.ended_unix or time.time()) * 1000)
             self.sink.milestone(state, MilestoneHit(100, at_ms, state.duration_s()), "completed")
