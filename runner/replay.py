@@ -18,6 +18,7 @@ each one of::
                                              daemon is re-parented); "pidfile" gets
                                              "<pid> <create time>" of the started process
     {"await_turn": true}                     read one stdin line (a stream-json user turn)
+    {"await_turn": true, "save": "/path"}    ... and write it to a file
     {"marker": "/path/file"}                 write a timestamp (ns) to a file, then go on
     {"exit": 3}                              exit with this code
     {"signal": "SIGKILL"}                    kill itself with a signal
@@ -73,7 +74,10 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
             if step.get("pidfile"):
                 _write_pid(Path(step["pidfile"]), child.pid)
         elif "await_turn" in step:
-            if not sys.stdin.buffer.readline():
+            turn = sys.stdin.buffer.readline()
+            if step.get("save"):
+                Path(step["save"]).write_bytes(turn)
+            if not turn:
                 return 0
         elif "marker" in step:
             Path(step["marker"]).write_text(str(time.time_ns()))
