@@ -182,3 +182,26 @@ def test_sighup_closes_the_orchestration_row_as_interrupted(tmp_path: Path, pg_d
     status, instances = run_isolated(row_status())
     assert status == "interrupted"
     assert instances == ["cancelled", "cancelled"]
+
+
+def test_a_dead_pipe_is_pointed_at_dev_null_once() -> None:
+    """The stream under the report: the first failed write silences the descriptor for
+    good (so also the interpreter's final flush of what is still buffered cannot fail)."""
+    import io
+    import os
+
+    from coordinator.status.terminal import TerminalStream
+
+    read_end, write_end = os.pipe()
+    raw = io.TextIOWrapper(io.FileIO(write_end, "w"), encoding="utf-8")
+    stream = TerminalStream(raw)
+    stream.write("before\n")
+    stream.flush()
+    assert os.read(read_end, 100) == b"before\n"
+    os.close(read_end)
+    stream.write("after the reader went away\n")
+    stream.flush()  # EPIPE: no exception
+    assert stream.lost is not None and not stream.isatty()
+    assert os.path.samefile(f"/proc/self/fd/{raw.fileno()}", os.devnull)
+    stream.write("dropped\n")
+    raw.close()  # flushing what was buffered works now
