@@ -148,12 +148,12 @@ def preflight_soft(plan: RunPlan, req: RunRequest) -> list[str]:
 
 
 async def wait_for_start(plan: RunPlan, console: Console) -> bool:
-    """Countdown to ``--start-at``; False if interrupted (Ctrl-C / SIGTERM)."""
+    """Countdown to ``--start-at``; False if interrupted (Ctrl-C, SIGTERM, SIGHUP)."""
     if plan.start_at is None:
         return True
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     try:
         target = plan.start_at.timestamp()
@@ -171,7 +171,7 @@ async def wait_for_start(plan: RunPlan, console: Console) -> bool:
                     return False
         return True
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
 
 

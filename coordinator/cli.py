@@ -36,6 +36,7 @@ from coordinator.logs import configure_logging
 from coordinator.plan import RunOptions
 from coordinator.schedule import parse_start_at
 from coordinator.settings import Settings, load_settings
+from coordinator.status.terminal import guard_std_streams
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -433,6 +434,7 @@ def db_stop_cmd() -> int:
 
 
 def main() -> None:
+    guard_std_streams()  # a terminal that goes away mid-run must not end the run
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -13,6 +13,8 @@ from coordinator.config.models import PermissionMode
 from coordinator.plan import PlannedInstance, RunPlan
 from coordinator.redact import mask_env, mask_text, secret_values
 
+STDIN_PREVIEW = 120  # characters of a prompt too long for argv shown by the text dry-run
+
 
 def plan_to_dict(plan: RunPlan, environ: dict[str, str] | None = None) -> dict[str, Any]:
     secrets = _secrets(plan, environ)
@@ -60,6 +62,7 @@ def _instance(inst: PlannedInstance, plan: RunPlan, secrets: list[str]) -> dict[
         "argv": argv,
         "command_line": shlex.join(argv),
         "stdin_turns": list(inst.turns) if inst.streams_input else [],
+        "prompt_on_stdin_because_too_long": inst.prompt_too_long_for_argv,
         "env": mask_env(inst.env),
         "permission_mode": inst.permission_mode.value,
         "token_budget": inst.token_budget,
@@ -118,7 +121,14 @@ def render_text(plan: RunPlan, environ: dict[str, str] | None = None) -> str:
             )
         lines.append(f"    $ {row['command_line']}")
         for n, turn in enumerate(row["stdin_turns"], 1):
-            lines.append(f"      turn {n} (stdin): {turn}")
+            if row["prompt_on_stdin_because_too_long"]:
+                size = len(turn.encode(errors="replace"))
+                clipped = turn[:STDIN_PREVIEW].replace("\n", " ")
+                lines.append(
+                    f"      turn {n} (stdin: {size:,} bytes, too long for an argument): {clipped}…"
+                )
+            else:
+                lines.append(f"      turn {n} (stdin): {turn}")
     return "\n".join(lines)
 
 

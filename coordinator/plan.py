@@ -25,7 +25,7 @@ from coordinator.config.models import (
 from coordinator.errors import ConfigError
 from coordinator.schedule import stagger_offsets
 from coordinator.sessions import session_uuid
-from runner.argv import LaunchSpec, build_argv
+from runner.argv import LaunchSpec, build_argv, prompt_fits_argv
 
 _T = TypeVar("_T")
 
@@ -77,10 +77,12 @@ class PlannedInstance:
     token_budget: int | None
     cost_budget_usd: float | None
     scenario: ScenarioConfig | None
+    # the turns go to stdin as stream-json: several turns, or one prompt too long for argv
+    streams_input: bool = False
 
     @property
-    def streams_input(self) -> bool:
-        return len(self.turns) > 1
+    def prompt_too_long_for_argv(self) -> bool:
+        return len(self.turns) == 1 and self.streams_input
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +193,10 @@ def _plan_instance(
     overall_cost = options.overall_cost_budget or budget.overall_cost_usd
     if overall_cost is not None and (cost_cap is None or overall_cost < cost_cap):
         cost_cap = overall_cost  # one instance alone can never exceed the overall budget
+    on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0])
     spec = LaunchSpec(
         session_id=session_id,
-        prompt=turns[0] if len(turns) == 1 else None,
+        prompt=None if on_stdin else turns[0],
         resume=inst.resumes,
         permission_mode=permission.value,
         allowed_tools=tuple(inst.allowed_tools) if inst.allowed_tools is not None else None,
@@ -224,6 +227,7 @@ def _plan_instance(
         token_budget=inst.max_tokens_per_command,
         cost_budget_usd=inst.max_cost_usd,
         scenario=inst.scenario,
+        streams_input=on_stdin,
     )
 
 

@@ -12,6 +12,15 @@ from dataclasses import dataclass, field
 
 import orjson
 
+# Linux refuses a single argument over 128 KiB (MAX_ARG_STRLEN, E2BIG) and all of argv and
+# the environment together over ARG_MAX (a quarter of the stack limit, often 2 MiB). A
+# prompt longer than this goes to claude's stdin instead, as a stream-json user turn.
+ARGV_PROMPT_LIMIT = 100_000  # bytes, UTF-8
+
+
+def prompt_fits_argv(prompt: str) -> bool:
+    return len(prompt.encode(errors="replace")) <= ARGV_PROMPT_LIMIT
+
 
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:

@@ -3,8 +3,13 @@
 The coordinator starts ``python -m runner.guardian`` in its own session with a pipe on its
 stdin and tells it which process groups and processes it launched. When the pipe closes
 (clean exit, crash, SIGKILL, OOM), the guardian SIGTERMs what is left, waits a grace period,
-SIGKILLs the rest and exits. Protocol, one line each: ``g PGID`` / ``-g PGID`` (a group),
-``p PID CREATE_TIME`` (a descendant seen outside the group).
+SIGKILLs the rest and exits. Protocol, one line each: ``g PGID [MARK]`` / ``-g PGID`` (a
+group, and the mark its processes carry in their environment: what left the group is found
+by it), ``p PID CREATE_TIME`` (a descendant seen outside the group).
+
+If the guardian itself dies mid-run (an OOM kill, a stray ``kill -9``), the coordinator
+starts a new one and tells it everything again (:meth:`Guardian.check`), or, if it cannot,
+says loudly that the run is unguarded.
 """
 
 from __future__ import annotations
@@ -40,15 +45,23 @@ def _alive(
     return live_groups, live_procs
 
 
-def reap(groups: set[int], procs: set[tuple[int, float]], grace: float = GRACE_S) -> int:
-    """Stop everything tracked, and every descendant of a group leader still alive (found
-    now, so a process that left its group moments ago is not missed); returns how many
-    groups/processes were still alive."""
-    from runner.process import descendants_by_leader
+def reap(
+    groups: set[int],
+    procs: set[tuple[int, float]],
+    grace: float = GRACE_S,
+    marks: set[str] | None = None,
+) -> int:
+    """Stop everything tracked, every descendant of a group leader still alive and every
+    process carrying a mark (found now, so a process that left its group moments ago is not
+    missed); returns how many groups/processes were still alive."""
+    from runner.process import descendants_by_leader, marked_processes
 
     procs = set(procs)
     for idents in descendants_by_leader(groups).values():
         procs |= {(i.pid, i.create_time) for i in idents}
+    for proc in marked_processes(marks or set()):
+        with contextlib.suppress(psutil.Error):
+            procs.add((proc.pid, proc.create_time()))
     live_groups, live_procs = _alive(groups, procs)
     count = len(live_groups) + len(live_procs)
     for sig in (signal.SIGCONT, signal.SIGTERM):
@@ -76,52 +89,86 @@ def reap(groups: set[int], procs: set[tuple[int, float]], grace: float = GRACE_S
 
 
 def main() -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    groups: set[int] = set()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # only the end of the pipe ends the guardian
+    groups: dict[int, str | None] = {}
     procs: set[tuple[int, float]] = set()
     for raw in sys.stdin.buffer:
         parts = raw.split()
         with contextlib.suppress(ValueError, IndexError):
             if parts[0] == b"g":
-                groups.add(int(parts[1]))
+                groups[int(parts[1])] = parts[2].decode() if len(parts) > 2 else None
             elif parts[0] == b"-g":
-                groups.discard(int(parts[1]))
+                groups.pop(int(parts[1]), None)
             elif parts[0] == b"p":
                 procs.add((int(parts[1]), float(parts[2])))
-    reap(groups, procs)
+    reap(set(groups), procs, marks={m for m in groups.values() if m})
     return 0
 
 
-class Guardian:
-    """Coordinator side: start the guardian and keep it informed."""
+GUARDIAN_COMMAND = (sys.executable, "-m", "runner.guardian")
 
-    def __init__(self) -> None:
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "runner.guardian"],
+
+class Guardian:
+    """Coordinator side: start the guardian, keep it informed, restart it if it dies."""
+
+    def __init__(self, command: tuple[str, ...] = GUARDIAN_COMMAND) -> None:
+        self.command = command
+        self._groups: dict[int, str | None] = {}
+        self._sent: set[tuple[int, float]] = set()
+        self.unguarded: str | None = None  # why no guardian runs (None: one does)
+        self._proc: subprocess.Popen[bytes] | None = self._start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            list(self.command),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self._sent: set[tuple[int, float]] = set()
 
     @property
-    def pid(self) -> int:
-        return self._proc.pid
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def check(self) -> str | None:
+        """If the guardian died, start a new one and hand it everything tracked so far.
+        Returns a note to show (None: nothing happened)."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return None
+        self._proc = None
+        dead = f"the guardian (pid {proc.pid}) died (exit code {proc.returncode})"
+        try:
+            self._proc = self._start()
+        except OSError as exc:
+            self.unguarded = f"{dead} and cannot be restarted: {exc}"
+            return (
+                f"UNGUARDED RUN: {self.unguarded}; if this coordinator is killed, "
+                "its instances keep running"
+            )
+        for pgid, mark in self._groups.items():
+            self._send(f"g {pgid}" + (f" {mark}" if mark else ""))
+        for pid, created in self._sent:
+            self._send(f"p {pid} {created!r}")
+        return f"{dead}: restarted as pid {self._proc.pid}, tracking everything again"
 
     def _send(self, line: str) -> None:
-        stdin = self._proc.stdin
+        stdin = self._proc.stdin if self._proc is not None else None
         if stdin is None or stdin.closed:
             return
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):  # a dead guardian: check() restarts it
             stdin.write(line.encode() + b"\n")
             stdin.flush()
 
-    def track_group(self, pgid: int) -> None:
-        self._send(f"g {pgid}")
+    def track_group(self, pgid: int, mark: str | None = None) -> None:
+        self._groups[pgid] = mark
+        self._send(f"g {pgid}" + (f" {mark}" if mark else ""))
 
     def forget_group(self, pgid: int) -> None:
-        self._send(f"-g {pgid}")
+        """The instance ended and was reaped: its pgid may be reused by anyone now."""
+        if self._groups.pop(pgid, False) is not False:
+            self._send(f"-g {pgid}")
 
     def track_process(self, pid: int, create_time: float) -> None:
         key = (pid, create_time)
@@ -130,6 +177,8 @@ class Guardian:
             self._send(f"p {pid} {create_time!r}")
 
     def close(self, timeout: float = 10.0) -> None:
+        if self._proc is None:
+            return
         stdin = self._proc.stdin
         if stdin is not None and not stdin.closed:
             with contextlib.suppress(OSError):

@@ -5,6 +5,14 @@ SIGTERM the group and every descendant ever seen, wait a grace period, SIGKILL w
 left, reap. Descendants are tracked because a tool may start processes in a new session
 (out of the group's reach); the coordinator also makes itself a child subreaper so such
 orphans are re-parented to it, not to init, and can still be found.
+
+A process that left the group and whose parent died (``setsid daemon &``, a double fork)
+is no longer reachable through the leader. So every instance's environment carries a mark
+of its own (``COORDINATOR_INSTANCE_MARK``), which descendants inherit: when the instance
+ends, every process still carrying its mark is stopped too (read from
+``/proc/<pid>/environ``, so only processes of our own user, or any as root). Processes are
+named by (pid, create time), and psutil checks that identity before each signal, so a
+recycled pid is never killed.
 """
 
 from __future__ import annotations
@@ -12,10 +20,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import os
+import secrets
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +33,12 @@ import psutil
 
 PR_SET_CHILD_SUBREAPER = 36
 READ_CHUNK = 1 << 18
+MARK_ENV = "COORDINATOR_INSTANCE_MARK"
+REAP_PASSES = 5  # a fork under way while we look is caught by the next pass
+
+
+def new_mark() -> str:
+    return secrets.token_hex(12)
 
 
 def become_subreaper() -> bool:
@@ -93,14 +109,41 @@ def descendants_by_leader(leaders: set[int]) -> dict[int, set[ProcIdentity]]:
     return out
 
 
+def marked_processes(marks: Collection[str], exclude: Collection[int] = ()) -> list[psutil.Process]:
+    """Every live process whose environment carries one of ``marks`` (one pass over
+    /proc; processes we may not read are not ours)."""
+    if not marks:
+        return []
+    needles = [f"{MARK_ENV}={mark}".encode() for mark in marks]
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in exclude or pid == os.getpid():
+            continue
+        try:
+            proc = psutil.Process(pid)  # identity first: then what we read is its own
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+            if any(n in env for n in needles) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
 class InstanceProcess:
     """A running claude (or stand-in) process: spawn, read, write turns, suspend, stop."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, tree: ProcessTree) -> None:
+    def __init__(
+        self, proc: asyncio.subprocess.Process, tree: ProcessTree, mark: str | None = None
+    ) -> None:
         self.proc = proc
         self.pid = proc.pid
         self.pgid = proc.pid  # start_new_session: the leader's pid is the group id
         self.tree = tree
+        self.mark = mark
         self.suspended = False
 
     @classmethod
@@ -112,17 +155,20 @@ class InstanceProcess:
         env: Mapping[str, str],
         stdin_pipe: bool,
     ) -> InstanceProcess:
+        """Raises OSError (and ValueError for a NUL byte) as ``subprocess`` does: the
+        caller names the failure (see :func:`spawn_failure`)."""
+        mark = new_mark()
         proc = await asyncio.create_subprocess_exec(
             *argv,
             cwd=str(cwd),
-            env=dict(env),
+            env={**env, MARK_ENV: mark},
             stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
             limit=READ_CHUNK,
         )
-        return cls(proc, ProcessTree(proc.pid))
+        return cls(proc, ProcessTree(proc.pid), mark)
 
     async def read_stdout(self) -> bytes:
         assert self.proc.stdout is not None
@@ -188,20 +234,38 @@ class InstanceProcess:
         return await self.proc.wait()
 
     async def reap(self, grace: float = 1.0) -> None:
-        """After the leader is gone (or stopping): no process it started survives."""
-        self.tree.snapshot()
-        leftovers = self.tree.alive()
-        if leftovers or self._group_alive():
+        """After the leader is gone (or stopping): no process it started survives, also
+        none that left its group and session (found by the instance's mark)."""
+        for _ in range(REAP_PASSES):
+            leftovers = await asyncio.to_thread(self._leftovers)
+            if not leftovers and not self._group_alive():
+                break
             self._signal_all(signal.SIGTERM)
+            for proc in leftovers:
+                with contextlib.suppress(psutil.Error):
+                    proc.send_signal(signal.SIGTERM)
+                    proc.send_signal(signal.SIGCONT)  # a stopped process acts on it now
             _gone, alive = await asyncio.to_thread(psutil.wait_procs, leftovers, grace)
             self._signal_all(signal.SIGKILL)
             for proc in alive:
                 with contextlib.suppress(psutil.Error):
                     proc.kill()
+            # the SIGKILLed ones: re-parented orphans are our children, reap their zombies
+            await asyncio.to_thread(psutil.wait_procs, alive, grace)
         if self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
         await self.proc.wait()
+
+    def _leftovers(self) -> list[psutil.Process]:
+        """Every process of this instance still alive, but its leader (asyncio waits for
+        that one): descendants seen through it, and everything carrying its mark."""
+        self.tree.snapshot()
+        out = {p.pid: p for p in self.tree.alive() if p.pid != self.pid}
+        if self.mark is not None:
+            for proc in marked_processes({self.mark}, exclude={self.pid}):
+                out.setdefault(proc.pid, proc)
+        return list(out.values())
 
     def _group_alive(self) -> bool:
         try:
@@ -216,3 +280,75 @@ class InstanceProcess:
         for proc in self.tree.alive():
             with contextlib.suppress(psutil.Error):
                 proc.send_signal(sig)
+
+
+# ---------------------------------------------------------------- spawn failures
+MAX_ARG_STRLEN = 32 * 4096  # Linux: the longest single argument or environment string
+
+
+def spawn_failure(
+    exc: OSError | ValueError, argv: Sequence[str], cwd: Path, env: Mapping[str, str]
+) -> str:
+    """One line naming why ``argv`` could not be started in ``cwd`` (the OS error in it)."""
+    program = argv[0]
+    if isinstance(exc, ValueError):
+        return _bad_value(exc, argv, env)
+    code = exc.errno
+    if code == errno.ENOENT:
+        if exc.filename == str(cwd) or not cwd.is_dir():
+            return f"workspace not found: {cwd}"
+        path = Path(program) if os.sep in program else _which(program, env)
+        if path is None or not path.exists():
+            return f"claude executable not found: {program}"
+        head = _head(path)
+        if head.startswith(b"#!"):
+            line = head[2:].split(b"\n", 1)[0].strip().decode(errors="replace")
+            interpreter = line.split()[0] if line.split() else "(none)"
+            return f"bad interpreter {interpreter} in {program}: {exc.strerror}"
+        if head.startswith(b"\x7fELF"):
+            return (
+                f"cannot start {program}: its ELF loader is missing (a binary for another system?)"
+            )
+        return f"cannot start {program}: {exc.strerror}"
+    if code == errno.ENOEXEC:
+        return (
+            f"exec format error: {program} is neither a script with a #! line nor a program "
+            f"for this machine ({os.uname().machine})"
+        )
+    if code == errno.E2BIG:
+        sizes = [len(a.encode()) + 1 for a in argv]
+        env_size = sum(len(k.encode()) + len(v.encode()) + 2 for k, v in env.items())
+        largest = max(sizes) - 1
+        return (
+            f"argument list too long for {program}: {sum(sizes):,} bytes of arguments "
+            f"(largest {largest:,}; Linux allows {MAX_ARG_STRLEN:,} per argument) "
+            f"and {env_size:,} bytes of environment: {exc.strerror}"
+        )
+    return f"cannot start: {exc}"
+
+
+def _bad_value(exc: ValueError, argv: Sequence[str], env: Mapping[str, str]) -> str:
+    for index, arg in enumerate(argv):
+        if "\0" in arg:
+            return f"cannot start {argv[0]}: a NUL byte in argument {index} ({exc})"
+    for key, value in env.items():
+        if "\0" in key or "\0" in value:
+            return f"cannot start {argv[0]}: a NUL byte in environment variable {key!r} ({exc})"
+        if "=" in key or not key:
+            return f"cannot start {argv[0]}: bad environment variable name {key!r} ({exc})"
+    return f"cannot start {argv[0]}: {exc}"
+
+
+def _which(program: str, env: Mapping[str, str]) -> Path | None:
+    import shutil
+
+    found = shutil.which(program, path=env.get("PATH", os.defpath))
+    return Path(found) if found else None
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(256)
+    except OSError:
+        return b""

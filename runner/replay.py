@@ -13,14 +13,20 @@ each one of::
     {"bytes": 52428800}                      one huge JSON line of this many bytes
     {"sleep": 0.5}                           pause
     {"spawn": ["sleep", "300"], "new_session": false}   start a grandchild and leave it
+    {"spawn": [...], "double_fork": true, "pidfile": "/path"}   ... as a daemon does: fork,
+                                             setsid, fork again, the middle one exits (the
+                                             daemon is re-parented); "pidfile" gets
+                                             "<pid> <create time>" of the started process
     {"await_turn": true}                     read one stdin line (a stream-json user turn)
+    {"await_turn": true, "save": "/path"}    ... and write it to a file
     {"marker": "/path/file"}                 write a timestamp (ns) to a file, then go on
     {"wait_file": "/path/file", "timeout": 60}   go on once the test creates this file
                                              (exit 3 if it never comes)
     {"exit": 3}                              exit with this code
     {"signal": "SIGKILL"}                    kill itself with a signal
 
-Without ``exit`` it exits 0 after the last step.
+Without ``exit`` it exits 0 after the last step. ``REPLAY_IGNORE_SIGTERM=1`` makes it
+ignore SIGTERM (a stubborn claude: only the SIGKILL after the grace period stops it).
 """
 
 from __future__ import annotations
@@ -57,16 +63,23 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
             out.flush()
         elif "sleep" in step:
             time.sleep(float(step["sleep"]))
+        elif "spawn" in step and step.get("double_fork"):
+            _daemon(step["spawn"], step.get("pidfile"))
         elif "spawn" in step:
-            subprocess.Popen(
+            child = subprocess.Popen(
                 step["spawn"],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 start_new_session=bool(step.get("new_session", False)),
             )
+            if step.get("pidfile"):
+                _write_pid(Path(step["pidfile"]), child.pid)
         elif "await_turn" in step:
-            if not sys.stdin.buffer.readline():
+            turn = sys.stdin.buffer.readline()
+            if step.get("save"):
+                Path(step["save"]).write_bytes(turn)
+            if not turn:
                 return 0
         elif "marker" in step:
             Path(step["marker"]).write_text(str(time.time_ns()))
@@ -88,6 +101,35 @@ def _wait_file(path: Path, timeout: float) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+def _daemon(argv: list[str], pidfile: str | None) -> None:
+    """fork, setsid, fork, exec in the grandchild; the middle process exits at once and
+    this one waits for it, so the daemon is nobody's child (a subreaper's)."""
+    middle = os.fork()
+    if middle == 0:
+        try:
+            os.setsid()
+            daemon = os.fork()
+            if daemon == 0:
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.execvp(argv[0], argv)
+            if pidfile:
+                _write_pid(Path(pidfile), daemon)
+        finally:
+            os._exit(0)
+    os.waitpid(middle, 0)
+
+
+def _write_pid(path: Path, pid: int) -> None:
+    import psutil
+
+    created = psutil.Process(pid).create_time()
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{pid} {created!r}")
+    tmp.replace(path)  # whole or absent for a reader
 
 
 def _line(item: Any) -> bytes:
@@ -122,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         print("replay: set REPLAY_SCRIPT or pass --script", file=sys.stderr)
         return 2
     steps = json.loads(Path(script).read_text())
+    if os.environ.get("REPLAY_IGNORE_SIGTERM") == "1":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         return run_script(steps, sys.stdout.buffer)
     except BrokenPipeError:

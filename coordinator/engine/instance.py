@@ -27,7 +27,7 @@ from runner.events import (
     parse_line,
 )
 from runner.framing import LineFramer
-from runner.process import InstanceProcess
+from runner.process import InstanceProcess, spawn_failure
 
 RETRY_LABELS = {
     "authentication_failed": "auth error",
@@ -64,7 +64,7 @@ class InstanceRun:
         env: Mapping[str, str],
         hooks: Hooks,
         limits: Limits,
-        guardian_track: Callable[[int], None] | None = None,
+        guardian_track: Callable[[int, str | None], None] | None = None,
     ) -> None:
         self.state = state
         self.env = env
@@ -105,16 +105,12 @@ class InstanceRun:
             self.proc = await InstanceProcess.spawn(
                 plan.argv, cwd=plan.workspace, env=self.env, stdin_pipe=plan.streams_input
             )
-        except FileNotFoundError:
-            missing = plan.workspace if not plan.workspace.is_dir() else plan.argv[0]
-            what = "workspace" if missing == plan.workspace else "claude executable"
-            self._finish(Status.FAILED, f"{what} not found: {missing}", exc_code=None)
-            return
-        except (PermissionError, NotADirectoryError) as exc:
-            self._finish(Status.FAILED, f"cannot start: {exc}", exc_code=None)
+        except (OSError, ValueError) as exc:  # E2BIG, ENOEXEC, a bad #!, a NUL byte, ...
+            why = spawn_failure(exc, plan.argv, plan.workspace, self.env)
+            self._finish(Status.FAILED, why, exc_code=None)
             return
         if self._track is not None:
-            self._track(self.proc.pgid)
+            self._track(self.proc.pgid, self.proc.mark)
         state.pid = self.proc.pid
         state.status = Status.RUNNING
         state.last_event = "started"

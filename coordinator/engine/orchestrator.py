@@ -37,9 +37,10 @@ CHILD_ENV_DEFAULTS = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "DISABLE_AUTOUPDATER": "1",
 }
-# Ctrl-C, kill, and the terminal going away (ssh dropped): each ends the run the same way.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CHILD_ENV_REMOVE = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
+# Each ends the run the same way: stop every instance, write results, close the database.
+# SIGHUP is a closed terminal or a dropped ssh session: an unattended run's usual death.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def child_env(
@@ -126,12 +127,17 @@ class Orchestrator:
     # ------------------------------------------------------------------ public
     async def run(self) -> RunOutcome:
         loop = asyncio.get_running_loop()
-        signals = STOP_SIGNALS if self._handle_signals else ()
-        for sig in signals:
+        for sig in STOP_SIGNALS if self._handle_signals else ():
             loop.add_signal_handler(sig, self.cancel, f"interrupted by {sig.name}")
         become_subreaper()
         if self._use_guardian:
-            self._guardian = Guardian()
+            try:
+                self._guardian = Guardian()
+            except OSError as exc:
+                self._note(
+                    f"UNGUARDED RUN: the guardian cannot be started ({exc}); if this "
+                    "coordinator is killed, its instances keep running"
+                )
         try:
             await self.sink.open(self.plan, socket.gethostname(), self._note)
             self.sync = await self._open_sync()
@@ -152,8 +158,8 @@ class Orchestrator:
         finally:
             if self.sync is not None:
                 await self._close_sync(self.sync)
-            for sig in signals:
-                loop.remove_signal_handler(sig)
+            if self._handle_signals:
+                self._after_run_signals(loop)
             if self._guardian is not None:
                 await asyncio.to_thread(self._guardian.close)
         return self.outcome()
@@ -178,12 +184,24 @@ class Orchestrator:
 
     def cancel(self, reason: str = "cancelled") -> None:
         if self.cancelled is not None:
-            return
+            return  # a second signal while stopping: the stop under way is bounded
         self.cancelled = reason
         self._cancel_event.set()
-        self._note(f"{reason}: stopping every instance")
-        for run in self.runs.values():
+        for run in self.runs.values():  # first: nothing (not even the note) may delay this
             run.request_stop(Status.CANCELLED, reason)
+        self._note(f"{reason}: stopping every instance")
+
+    def _after_run_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Once every instance has ended, the caller still writes the results and closes
+        the database. SIGTERM and SIGHUP (which kill by default, and a hang-up often comes
+        twice: from the kernel and from the shell) are then only noted until the loop
+        closes; SIGINT gets its default back, so Ctrl-C can still break a hung exit."""
+        loop.remove_signal_handler(signal.SIGINT)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(sig, self._late_signal, sig)
+
+    def _late_signal(self, sig: signal.Signals) -> None:
+        self._note(f"{sig.name} after every instance ended: still writing the results")
 
     # ------------------------------------------------------------------ barrier
     async def _open_sync(self) -> SyncDriver:
@@ -271,9 +289,13 @@ class Orchestrator:
     async def _scan_descendants(self, interval: float = 1.0) -> None:
         """Record every process each instance starts, even one that leaves the instance's
         process group or session, so that stopping (or the guardian, if the coordinator
-        dies) can reach it."""
+        dies) can reach it; and keep the guardian alive."""
         while True:
             await asyncio.sleep(interval)
+            if self._guardian is not None:
+                note = await asyncio.to_thread(self._guardian.check)
+                if note is not None:
+                    self._note(note)
             procs = {
                 run.proc.pid: run.proc
                 for run in self.runs.values()
@@ -322,6 +344,9 @@ class Orchestrator:
             tokens=state.accountant.usage.total,
             error=state.error,
         )
+        run = self.runs.get(state.name)
+        if self._guardian is not None and run is not None and run.proc is not None:
+            self._guardian.forget_group(run.proc.pgid)  # reaped: the pgid is free for reuse
         if state.status is Status.COMPLETED:
             at_ms = int((state.ended_unix or time.time()) * 1000)
             self.sink.milestone(state, MilestoneHit(100, at_ms, state.duration_s()), "completed")
@@ -374,6 +399,7 @@ class Orchestrator:
     def _note(self, text: str) -> None:
         stamp = datetime.now(UTC).astimezone().strftime("%H:%M:%S")
         self.notes.append(f"{stamp} {text}")
-        log.info("note", text=text)
-        if self.on_note is not None:
-            self.on_note(text)
+        with contextlib.suppress(Exception):  # the note is kept even if it cannot be shown
+            log.info("note", text=text)
+            if self.on_note is not None:
+                self.on_note(text)
