@@ -21,6 +21,7 @@ from coordinator.db.rows import CheckpointRow, InstanceRow, OrchestrationRow
 from coordinator.db.writer import BatchedWriter
 from coordinator.engine.state import InstanceState, MilestoneHit
 from coordinator.plan import RunPlan
+from coordinator.redact import mask_config
 from coordinator.settings import Settings
 
 log = structlog.get_logger("coordinator.db_sink")
@@ -107,7 +108,7 @@ class DbSink:
                 status="running",
                 host=host,
                 sync_mode=plan.sync.mode.value,
-                config=plan.config.model_dump(mode="json"),
+                config=mask_config(plan.config.model_dump(mode="json")),  # env values
                 budgets=plan.budget.model_dump(mode="json"),
             )
         )
