@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from coordinator.redact import MASK, Redactor, mask_all, mask_config, secret_values
@@ -84,7 +86,7 @@ def test_keep_masks_before_clipping_and_bounds_the_work() -> None:
 
 
 def test_mask_config_masks_every_env_value_and_nothing_else() -> None:
-    config = {
+    config: dict[str, Any] = {
         "orchestration": {"id": "o", "env": {"PLAIN": "value-a", "EMPTY": ""}},
         "instances": [
             {"name": "a", "command": "/x", "env": {"HOST": "value-b"}},
