@@ -284,13 +284,16 @@ def doctor_cmd(
 
 async def _with_store(url: str | None, func: Callable[[Any], Any]) -> int:
     from coordinator.db import open_store, resolve_dsn
+    from coordinator.db.embedded import left_as_found
 
-    resolved = await asyncio.to_thread(resolve_dsn, load_settings().database_dsn(url))
-    store = await open_store(resolved.dsn)
-    try:
-        return int(await func(store))
-    finally:
-        await store.close()
+    dsn = load_settings().database_dsn(url)
+    with left_as_found(dsn):  # an embedded server this command started is stopped after
+        resolved = await asyncio.to_thread(resolve_dsn, dsn)
+        store = await open_store(resolved.dsn)
+        try:
+            return int(await func(store))
+        finally:
+            await store.close()
 
 
 @cli.command("status")

@@ -137,6 +137,49 @@ def stop_embedded_server(state_dir: Path | None = None) -> bool:
         return _stop(pgdata)
 
 
+@contextmanager
+def left_as_found(explicit_dsn: str | None, state_dir: Path | None = None) -> Iterator[None]:
+    """Around a command that only looks (status, history, doctor): if it is going to use
+    the embedded server and that was not running before, stop it again afterwards, unless
+    somebody else connected to it meanwhile (a run that started then)."""
+    from coordinator.db.dsn import ENV_VARS
+
+    if explicit_dsn or any(os.environ.get(name, "").strip() for name in ENV_VARS):
+        yield
+        return
+    was_running = embedded_server_running(state_dir)
+    try:
+        yield
+    finally:
+        if not was_running:
+            stop_if_idle(state_dir)
+
+
+def stop_if_idle(state_dir: Path | None = None) -> bool:
+    """Stop the embedded server if it runs and no client is connected; True if stopped."""
+    pgdata = pgdata_dir(state_dir)
+    if not (pgdata / "PG_VERSION").exists():
+        return False
+    with _state_lock(pgdata.parent):  # a starter waits, then starts it afresh
+        info = _pgserver().PostmasterInfo.read_from_pgdata(pgdata)
+        if info is None or not info.is_running():
+            return False
+        if run_isolated(_other_clients(str(info.get_uri()))):
+            return False
+        return _stop(pgdata)
+
+
+async def _other_clients(admin_dsn: str) -> int:
+    from coordinator.db.postgres import load_queries
+
+    conn = await connect(admin_dsn)
+    try:
+        sql = load_queries(Path(__file__).with_name("server.sql"))["other_clients"]
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
+
+
 def embedded_server_running(state_dir: Path | None = None) -> bool:
     info = _pgserver().PostmasterInfo.read_from_pgdata(pgdata_dir(state_dir))
     return info is not None and info.is_running()
