@@ -31,9 +31,7 @@ COMMANDS = {
 
 def coordinator(args: list[str], state_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("COORDINATOR_DATABASE_URL", "DATABASE_URL")
+        k: v for k, v in os.environ.items() if k not in ("COORDINATOR_DATABASE_URL", "DATABASE_URL")
     }
     env.update(
         COORDINATOR_STATE_DIR=str(state_dir),
