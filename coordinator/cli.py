@@ -345,18 +345,21 @@ def doctor_cmd(
 
 async def _with_store(url: str | None, func: Callable[[Any], Any]) -> int:
     from coordinator.db import open_store, resolve_dsn
+    from coordinator.db.embedded import left_as_found
     from coordinator.db.journal import replay_journals
     from coordinator.statedir import default_state_dir
 
     settings = load_settings()
-    resolved = await asyncio.to_thread(resolve_dsn, settings.database_dsn(url))
-    store = await open_store(resolved.dsn)
-    try:
-        for line in await replay_journals(store, settings.state_dir or default_state_dir()):
-            click.echo(line, err=True)
-        return int(await func(store))
-    finally:
-        await store.close()
+    dsn = settings.database_dsn(url)
+    with left_as_found(dsn):  # an embedded server this command started is stopped after
+        resolved = await asyncio.to_thread(resolve_dsn, dsn)
+        store = await open_store(resolved.dsn)
+        try:
+            for line in await replay_journals(store, settings.state_dir or default_state_dir()):
+                click.echo(line, err=True)
+            return int(await func(store))
+        finally:
+            await store.close()
 
 
 @cli.command("status")

@@ -103,6 +103,14 @@ def check_root(config_path: Path | None) -> Check:
 
 
 def check_database(url: str | None) -> Check:
+    from coordinator.db.embedded import left_as_found
+
+    # An embedded server that only the check started is stopped again after it.
+    with left_as_found(url):
+        return _check_database(url)
+
+
+def _check_database(url: str | None) -> Check:
     try:
         from coordinator.db.dsn import mask_dsn, resolve_dsn
         from coordinator.db.embedded import run_isolated

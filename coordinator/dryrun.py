@@ -11,7 +11,7 @@ import orjson
 
 from coordinator.config.models import PermissionMode
 from coordinator.plan import PlannedInstance, RunPlan
-from coordinator.redact import mask_env, mask_text, secret_values
+from coordinator.redact import mask_all, mask_text, secret_values
 
 STDIN_PREVIEW = 120  # characters of a prompt too long for argv shown by the text dry-run
 
@@ -63,7 +63,7 @@ def _instance(inst: PlannedInstance, plan: RunPlan, secrets: list[str]) -> dict[
         "command_line": shlex.join(argv),
         "stdin_turns": list(inst.turns) if inst.streams_input else [],
         "prompt_on_stdin_because_too_long": inst.prompt_too_long_for_argv,
-        "env": mask_env(inst.env),
+        "env": mask_all(inst.env),  # every config env value is a secret
         "permission_mode": inst.permission_mode.value,
         "token_budget": inst.token_budget,
         "command_budget": plan.budget.command_budgets.get(inst.slash_command or "", None),
@@ -156,9 +156,11 @@ def _budget_line(plan: RunPlan) -> str:
 
 def _secrets(plan: RunPlan, environ: dict[str, str] | None) -> list[str]:
     env = dict(os.environ if environ is None else environ)
+    config_env: dict[str, str] = {}
     for inst in plan.instances:
         env.update(inst.env)
-    return secret_values(env)
+        config_env.update(inst.env)
+    return secret_values(env, config_env)
 
 
 def bypass_refusal(plan: RunPlan, euid: int, environ: dict[str, str]) -> str | None:

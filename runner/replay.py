@@ -11,6 +11,7 @@ each one of::
                                              and just after the flush (SIGTERM and SIGINT
                                              are held meanwhile, so the stamp is never lost)
     {"bytes": 52428800}                      one huge JSON line of this many bytes
+    {"stderr": ["text", ...]}                write these lines to stderr
     {"sleep": 0.5}                           pause
     {"spawn": ["sleep", "300"], "new_session": false}   start a grandchild and leave it
     {"spawn": [...], "double_fork": true, "pidfile": "/path"}   ... as a daemon does: fork,
@@ -55,6 +56,10 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
             for item in step["lines"]:
                 out.write(_line(item))
             out.flush()
+        elif "stderr" in step:
+            for text in step["stderr"]:
+                sys.stderr.write(text + "\n")
+            sys.stderr.flush()
         elif "bytes" in step:
             size = int(step["bytes"])
             head = b'{"type":"user","message":{"role":"user","content":"'

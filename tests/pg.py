@@ -96,6 +96,9 @@ def scratch_state_dir() -> Iterator[Path]:
     OS user off from a data directory below it, and the server dies mid-test.
     """
     state_dir = Path(tempfile.mkdtemp(prefix="coordinator-test-pg-"))
+    # mkdtemp made it 0700; as root the pgserver user must reach it, or the data directory
+    # would go to /var/lib/coordinator (see coordinator/db/embedded.py) and outlive the test.
+    state_dir.chmod(0o755)
     try:
         yield state_dir
     finally:

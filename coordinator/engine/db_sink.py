@@ -26,6 +26,7 @@ from coordinator.db.writer import BatchedWriter
 from coordinator.engine.state import InstanceState, MilestoneHit
 from coordinator.errors import CoordinatorError
 from coordinator.plan import RunPlan
+from coordinator.redact import mask_config
 from coordinator.settings import Settings
 from coordinator.statedir import default_state_dir
 
@@ -144,7 +145,7 @@ class DbSink:
             status="running",
             host=host,
             sync_mode=plan.sync.mode.value,
-            config=plan.config.model_dump(mode="json"),
+            config=mask_config(plan.config.model_dump(mode="json")),  # env values
             budgets=plan.budget.model_dump(mode="json"),
             lease_s=self.lease_s,
         )

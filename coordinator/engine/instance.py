@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
+from coordinator.redact import Redactor
 from runner.argv import user_turn_line
 from runner.events import (
     UNPARSED,
@@ -77,6 +78,9 @@ class InstanceRun:
         self._all_turns_done = False
         self._framer = LineFramer(limits.max_line_bytes)
         self._track = guardian_track
+        # Every secret in the child's environment (and every config env value): masked in
+        # whatever text of the child's the state keeps (tails, last event, errors).
+        self._redact = Redactor.for_env(env, state.plan.env)
 
     # ----------------------------------------------------------------- control
     def request_stop(self, status: Status, reason: str) -> None:
@@ -169,7 +173,8 @@ class InstanceRun:
         if event is None:
             text = line.strip()
             if text:
-                self._tail(state.output_tail, "[non-json] " + text[:500].decode(errors="replace"))
+                keep = 500 + self._redact.margin
+                self._tail(state.output_tail, "[non-json] " + text[:keep].decode(errors="replace"))
             return
         if isinstance(event, Activity):
             if event is UNPARSED:  # looked like an event, was not JSON: counted, never fatal
@@ -186,8 +191,7 @@ class InstanceRun:
             for text in event.texts:
                 for part in text.splitlines():
                     if part.strip():
-                        self._tail(state.output_tail, part)
-                        state.last_event = self._clip(part)
+                        state.last_event = self._tail(state.output_tail, part)
             for tool in event.tool_uses:
                 state.last_event = f"tool: {tool.name}"
             self._progress(event)
@@ -195,7 +199,7 @@ class InstanceRun:
             self._result(event)
         elif isinstance(event, ApiRetry):
             label = RETRY_LABELS.get(event.error, event.error.replace("_", " "))
-            state.last_event = f"{label}, retry {event.attempt}/{event.max_retries}"
+            state.last_event = self._clip(f"{label}, retry {event.attempt}/{event.max_retries}")
             self.hooks.on_status(state)  # no tokens move during a retry storm
         elif isinstance(event, UserToolResults):
             denied = state.accountant.last_denial
@@ -322,7 +326,7 @@ class InstanceRun:
         state.status = status
         state.exit_code = exc_code
         if reason:
-            state.reason = reason
+            reason = state.reason = self._redact(reason)
             if status is not Status.COMPLETED:
                 state.last_event = reason
             if status is Status.FAILED and state.error is None:
@@ -334,22 +338,26 @@ class InstanceRun:
         if state.ended_mono is None:
             state.ended_mono = time.monotonic()
             state.ended_unix = time.time()
+        if state.error:
+            state.error = self._redact(state.error)
         if status is Status.FAILED and state.error:
             state.last_event = self._clip(state.error)
         self.hooks.on_finished(state)
 
-    @staticmethod
-    def _result_error(event: Result) -> str:
+    def _result_error(self, event: Result) -> str:
         parts = [event.subtype]
         if event.api_error_status:
             parts.append(f"API {event.api_error_status}")
         if event.text:
-            parts.append(event.text.splitlines()[0][:200])
+            first = event.text.splitlines()[0]
+            parts.append(self._redact.keep(first, 200))
         return ": ".join(parts)
 
     def _clip(self, text: str) -> str:
-        limit = self.limits.max_line_length
-        return text if len(text) <= limit else text[: limit - 1] + "…"
+        """Text of the child's, as the state keeps it: secrets masked, then clipped."""
+        return self._redact.keep(text, self.limits.max_line_length)
 
-    def _tail(self, tail: deque[str], text: str) -> None:
-        tail.append(self._clip(text))
+    def _tail(self, tail: deque[str], text: str) -> str:
+        kept = self._clip(text)
+        tail.append(kept)
+        return kept

@@ -21,6 +21,7 @@ import structlog
 from coordinator.barrier import Barrier, MemoryBarrier, open_barrier
 from coordinator.budget.rules import Budget, BudgetBook, BudgetEvent, BudgetScope, budgets_from_plan
 from coordinator.config.models import BudgetMode
+from coordinator.engine.config_dir import create_config_dir, remove_config_dir
 from coordinator.engine.instance import InstanceRun, Limits
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
@@ -268,15 +269,23 @@ class Orchestrator:
                 self._skip_state(state, spent)
                 return
         extra = self.instance_env(inst) if self.instance_env else None
+        env = child_env(self.base_env, inst, extra)
+        config_dir = None
+        if self.plan.config.orchestration.isolate_config_dir:
+            config_dir = create_config_dir(env, inst.name)
+            env["CLAUDE_CONFIG_DIR"] = str(config_dir)
         run = InstanceRun(
             state,
-            child_env(self.base_env, inst, extra),
+            env,
             self,
             self.limits,
             guardian_track=self._guardian.track_group if self._guardian else None,
         )
         self.runs[inst.name] = run
-        await run.run()
+        try:
+            await run.run()
+        finally:
+            remove_config_dir(config_dir)
 
     def _end_unlaunched(self, state: InstanceState, status: Status, reason: str) -> None:
         state.status = status

@@ -19,6 +19,7 @@ from coordinator.barrier.postgres import read_points
 from coordinator.db.postgres import PostgresStore, database_errors
 from coordinator.db.rows import InstanceRow, OrchestrationRow
 from coordinator.errors import UsageError
+from coordinator.redact import mask_config
 from coordinator.status.render import ReportOptions, fmt_duration, render_report
 from coordinator.status.rows import StatusRow
 
@@ -116,7 +117,10 @@ def render_snapshot(snap: dict[str, Any]) -> Any:
 def snapshot_json(snap: dict[str, Any]) -> str:
     def default(obj: Any) -> Any:
         if hasattr(obj, "__dataclass_fields__"):
-            return {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+            fields = {k: getattr(obj, k) for k in obj.__dataclass_fields__}
+            if isinstance(obj, OrchestrationRow):  # rows written before masking existed too
+                fields["config"] = mask_config(obj.config)
+            return fields
         raise TypeError
 
     return orjson.dumps(snap, default=default, option=orjson.OPT_INDENT_2).decode()

@@ -17,6 +17,7 @@ from coordinator.db.embedded import (
 )
 from coordinator.db.postgres import connect
 from coordinator.errors import DatabaseError
+from tests.pg import scratch_state_dir
 
 pytestmark = pytest.mark.postgres
 
@@ -73,9 +74,11 @@ def test_stop_when_never_started(tmp_path: Path) -> None:
 
 def test_state_dir_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COORDINATOR_STATE_DIR", str(tmp_path))
-    assert pgdata_dir() == tmp_path.resolve() / "pgdata"
+    # (As root, a state dir the pgserver user cannot reach puts pgdata elsewhere.)
+    assert pgdata_dir() == pgdata_dir(tmp_path)
+    assert pgdata_dir().name == "pgdata"
 
 
-def test_path_with_spaces_is_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(DatabaseError, match="path with spaces"):
-        ensure_embedded_server(tmp_path / "Application Support")
+def test_path_with_spaces_is_refused_clearly() -> None:
+    with scratch_state_dir() as state_dir, pytest.raises(DatabaseError, match="path with spaces"):
+        ensure_embedded_server(state_dir / "Application Support")
