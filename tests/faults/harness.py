@@ -77,16 +77,12 @@ def coordinator_env(state_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def start_run(
+def write_config(
     tmp_path: Path,
     scripts: dict[str, list[dict[str, Any]]],
-    *,
     orchestration: dict[str, Any] | None = None,
-    args: Sequence[str] = ("--no-db",),
-    env: dict[str, str] | None = None,
-    state_dir: Path | None = None,
-) -> CoordinatorRun:
-    """``coordinator run`` (own session) over one replay instance per script."""
+) -> Path:
+    """A config with one replay instance per script (no stagger, no progress prompt)."""
     instances = [
         {
             "command": "work",
@@ -108,6 +104,20 @@ def start_run(
             }
         )
     )
+    return config
+
+
+def start_run(
+    tmp_path: Path,
+    scripts: dict[str, list[dict[str, Any]]],
+    *,
+    orchestration: dict[str, Any] | None = None,
+    args: Sequence[str] = ("--no-db",),
+    env: dict[str, str] | None = None,
+    state_dir: Path | None = None,
+) -> CoordinatorRun:
+    """``coordinator run`` (own session) over one replay instance per script."""
+    config = write_config(tmp_path, scripts, orchestration)
     output = tmp_path / "results.json"
     state = state_dir or tmp_path / "state"
     out_path, err_path = tmp_path / "coordinator.stdout", tmp_path / "coordinator.stderr"

@@ -12,25 +12,17 @@ import subprocess
 import sys
 import termios
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.engine.helpers import REPLAY, write_script
+from tests.engine.helpers import REPLAY
+from tests.faults.harness import wait_for as wait_for
+from tests.faults.harness import write_config
 
 COORDINATOR = [sys.executable, "-m", "coordinator.cli"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll a condition on foreign processes or files, with a deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -97,27 +89,7 @@ def coordinator(
     claude_bin: str = REPLAY,
     env: dict[str, str] | None = None,
 ) -> Iterator[Run]:
-    instances = [
-        {
-            "command": "work",
-            "name": name,
-            "env": {"REPLAY_SCRIPT": str(write_script(tmp_path / f"{name}.replay.json", steps))},
-        }
-        for name, steps in scripts.items()
-    ]
-    config = tmp_path / "coordinator-config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "orchestration": {
-                    "progress_instructions": False,
-                    "startup_delay": 0,
-                    **(orchestration or {}),
-                },
-                "instances": instances,
-            }
-        )
-    )
+    config = write_config(tmp_path, scripts, orchestration)
     output = tmp_path / "results.json"
     argv = [
         *COORDINATOR,

@@ -50,11 +50,14 @@ def test_daemon_started_just_before_a_normal_exit_dies_with_its_instance(
         wait_for(pidfile.exists, 30, "the quick instance to start its daemon")
         wait_for(lambda: alive_cmdlines(tag) == [], 10, "the daemon to be stopped")
         assert run.proc.poll() is None, "the run must still be going on"
-        finished = [
-            line
-            for line in (tmp_path / "coordinator.log").read_text().splitlines()
-            if "instance finished" in line and '"instance": "quick"' in line
-        ]
+
+        def finished_lines() -> list[str]:
+            log = (tmp_path / "coordinator.log").read_text().splitlines()
+            return [x for x in log if "instance finished" in x and '"instance": "quick"' in x]
+
+        # The daemon is stopped while its instance ends; the log line comes just after.
+        wait_for(lambda: bool(finished_lines()), 10, "quick's end in the log")
+        finished = finished_lines()
         assert len(finished) == 1 and '"status": "completed"' in finished[0]
         run.proc.send_signal(signal.SIGTERM)
         assert run.proc.wait(timeout=15) == 130
