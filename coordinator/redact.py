@@ -36,6 +36,12 @@ _SHAPES = (
     r"(?P<keep3>\b[A-Z][A-Z0-9_]*(?:KEY|TOKEN|SECRET|PASSWORD|PASSWD)[A-Z0-9_]*=)[^\s'\";&|]+",
 )
 _SHAPE_RE = re.compile("|".join(f"(?:{p})" for p in _SHAPES))
+# A literal every shape above contains: text with none of them cannot hold a shape, and a
+# few substring scans (C speed) cost far less than the alternation on every kept line.
+_SHAPE_TRIGGERS = (
+    "-----BEGIN", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA",
+    "ASIA", "xox", "AIza", "eyJ", "earer", "://", "KEY", "TOKEN", "SECRET", "PASSW",
+)  # fmt: skip
 # The longest stretch a shape needs to be recognised: how far past the kept part of a text
 # the redactor reads, so that clipping never leaves the head of a secret visible.
 _SHAPE_MARGIN = 96
@@ -140,6 +146,8 @@ class Redactor:
     def __call__(self, text: str) -> str:
         if self._literal is not None:
             text = self._literal.sub(MASK, text)
+        if not any(trigger in text for trigger in _SHAPE_TRIGGERS):
+            return text
         return _SHAPE_RE.sub(_shape_mask, text)
 
     def keep(self, text: str, limit: int) -> str:
