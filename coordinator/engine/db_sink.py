@@ -17,7 +17,6 @@ from typing import Any
 
 import structlog
 
-from coordinator.db.dsn import resolve_dsn
 from coordinator.db.journal import JournalEntry, write_journal
 from coordinator.db.postgres import PostgresStore, is_transient
 from coordinator.db.rows import CheckpointRow, InstanceRow, OrchestrationRow
@@ -27,7 +26,6 @@ from coordinator.engine.state import InstanceState, MilestoneHit
 from coordinator.errors import CoordinatorError
 from coordinator.plan import RunPlan
 from coordinator.redact import mask_config
-from coordinator.settings import Settings
 from coordinator.statedir import default_state_dir
 
 log = structlog.get_logger("coordinator.db_sink")
@@ -287,11 +285,3 @@ class OrchestrationIdTakenError(CoordinatorError):
             f"orchestration id {orchestration_id!r} already exists in {where}; "
             "choose another --orchestration-id (or orchestration.id) or leave it out"
         )
-
-
-async def open_db_sink(url: str | None, settings: Settings) -> DbSink:
-    from coordinator.db import open_store
-
-    resolved = await asyncio.to_thread(resolve_dsn, settings.database_dsn(url))
-    store = await open_store(resolved.dsn)
-    return DbSink(store, resolved.masked, resolved.dsn, state_dir=settings.state_dir)

@@ -9,24 +9,16 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from tests.engine.helpers import REPLAY, alive_cmdlines, sleeper, write_script
+from tests.engine.helpers import REPLAY, alive_cmdlines, sleeper
+from tests.faults.harness import wait_for, write_config
 
 COORDINATOR = [sys.executable, "-m", "coordinator.cli"]
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def launch(
@@ -35,23 +27,7 @@ def launch(
     orchestration: dict[str, Any],
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """``coordinator run`` as a subprocess (own session) over replay instances."""
-    instances = [
-        {
-            "command": "work",
-            "name": name,
-            "env": {"REPLAY_SCRIPT": str(write_script(tmp_path / f"{name}.replay.json", steps))},
-        }
-        for name, steps in scripts.items()
-    ]
-    config = tmp_path / "coordinator-config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "orchestration": {"progress_instructions": False, **orchestration},
-                "instances": instances,
-            }
-        )
-    )
+    config = write_config(tmp_path, scripts, orchestration)
     output = tmp_path / "results.json"
     proc = subprocess.Popen(
         [
