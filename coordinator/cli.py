@@ -111,6 +111,12 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
         help="Seconds between status reports.",
     ),
     click.option("--start-at", help="Start later: 2am, 14:30, 1h30m, 30m, ISO 8601."),
+    click.option(
+        "--max-attempts",
+        type=click.IntRange(min=1, max=1000),
+        help="Launch an instance that failed for a transient cause again (continuing its "
+        "session), up to this many launches in all.",
+    ),
     click.option("--overall-token-budget", type=click.IntRange(min=1, max=INT64_MAX)),
     click.option(
         "--command-budget",
@@ -197,6 +203,7 @@ def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
         if kw.get("permission_mode")
         else None,
         start_at=start_at,
+        max_attempts=kw.get("max_attempts"),
     )
     return app.RunRequest(
         config_path=kw["config_path"],

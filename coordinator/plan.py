@@ -56,6 +56,7 @@ class RunOptions:
     sync_mode: SyncMode | None = None
     permission_mode: PermissionMode | None = None
     start_at: datetime | None = None
+    max_attempts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,10 @@ class PlannedInstance:
     scenario: ScenarioConfig | None
     # the turns go to stdin as stream-json: several turns, or one prompt too long for argv
     streams_input: bool = False
+    # what later attempts are built from (coordinator.control.attempts)
+    launch: LaunchSpec = field(default_factory=lambda: LaunchSpec(session_id="", prompt=None))
+    claude_bin: str = "claude"
+    max_attempts: int = 1
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
@@ -100,6 +105,8 @@ class RunPlan:
     start_at: datetime | None
     config: Config
     create_workspaces: bool = False
+    retry_backoff_s: float = 10.0
+    continue_prompt: str | None = None
 
     @property
     def uses_bypass(self) -> bool:
@@ -164,6 +171,8 @@ def build_plan(
         start_at=options.start_at,
         config=config,
         create_workspaces=orch.create_workspaces,
+        retry_backoff_s=orch.retry_backoff_s,
+        continue_prompt=orch.continue_prompt,
     )
 
 
@@ -178,7 +187,8 @@ def _plan_instance(
     config: Config,
     claude_bin: str,
 ) -> PlannedInstance:
-    session_id = session_uuid(orchestration_id, name, inst.session_id)
+    inst_ws = workspace if inst.workspace is None else (workspace / inst.workspace).resolve()
+    session_id = session_uuid(orchestration_id, name, inst.session_id, inst_ws)
     if inst.session_id is None:
         session_source = "derived"
     elif session_id == inst.session_id.lower():
@@ -208,7 +218,6 @@ def _plan_instance(
         append_system_prompt=system_prompt,
         max_budget_usd=cost_cap,
     )
-    inst_ws = workspace if inst.workspace is None else (workspace / inst.workspace).resolve()
     return PlannedInstance(
         index=index,
         name=name,
@@ -228,6 +237,9 @@ def _plan_instance(
         cost_budget_usd=inst.max_cost_usd,
         scenario=inst.scenario,
         streams_input=on_stdin,
+        launch=spec,
+        claude_bin=claude_bin,
+        max_attempts=options.max_attempts or inst.max_attempts or config.orchestration.max_attempts,
     )
 
 

@@ -52,6 +52,9 @@ def instance_result(state: InstanceState) -> dict[str, Any]:
         "results": acct.results,
         "permission_denials": dict(acct.permission_denials),
         "api_retries": dict(acct.api_retries),
+        "attempts": state.attempts,
+        "attempt_log": [record.as_dict() for record in state.attempt_log],
+        "retry_at": iso(state.retry_at_unix),
         "progress_pct": round(state.progress.pct, 1),
         "milestones": [
             {"pct": h.pct, "at": iso(h.at_unix_ms / 1000), "elapsed_s": round(h.elapsed_s, 3)}

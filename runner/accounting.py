@@ -13,6 +13,10 @@ Rules (../shared/reference/claude-cli.md, "Token accounting that is right"):
   ``num_turns`` cover that turn only, while ``total_cost_usd`` is cumulative for the
   process. So totals = sum of the results' usage + whatever streamed since the last one,
   and cost = the last ``total_cost_usd`` + an estimate for what streamed since.
+* An instance may run as several processes (attempts: a retry, a resume after a usage
+  limit or a crash). Each process reports its own cumulative cost from zero, so at
+  :meth:`Accountant.next_process` what the last one spent (reported or estimated) becomes
+  a base the next one adds to; tokens, tool calls and turns simply go on accumulating.
 """
 
 from __future__ import annotations
@@ -67,9 +71,53 @@ class Accountant:
     last_retry: ApiRetry | None = None
     last_denial: str | None = None  # tool name of the most recent permission denial
     results: int = 0
+    ok_results: int = 0  # results that were not errors: the turns an instance completed
     num_turns: int = 0
-    last_result: Result | None = None
+    last_result: Result | None = None  # of the current process
     model: str | None = None
+    _cost_base: float = 0.0  # what earlier processes (attempts) spent
+    _results_base: int = 0  # results of earlier processes
+    _messages_base: int = 0  # API responses of attempts in another coordinator process
+
+    # ------------------------------------------------------------------ attempts
+    def next_process(self) -> None:
+        """A new process (attempt) of the same instance starts: everything counted so far
+        stays counted, including what streamed after the last result (a process killed
+        mid-turn), and the new process's cumulative cost adds to what was spent."""
+        self._cost_base = self.cost_usd
+        self._cost_reported = 0.0
+        self._reconciled = self.usage
+        self._at_result = list(self._live)
+        self._unreported_ids.clear()
+        self._unreported_pos.clear()
+        self._estimate_sums.clear()
+        self._estimate_valid = 0
+        self._open.clear()
+        self._results_base = self.results
+        self.last_result = None
+
+    def seed(
+        self,
+        usage: Usage,
+        cost_usd: float,
+        tool_calls: dict[str, int],
+        num_turns: int,
+        ok_results: int,
+        messages: int = 0,
+    ) -> None:
+        """Start from what earlier attempts of this instance (in another coordinator
+        process, read back from the database) spent; only on a fresh accountant."""
+        self._reconciled = usage
+        self._cost_base = cost_usd
+        self.tool_calls = dict(tool_calls)
+        self.num_turns = num_turns
+        self.ok_results = self.results = self._results_base = ok_results
+        self._messages_base = messages
+
+    @property
+    def process_results(self) -> int:
+        """Results of the current process only (its turns, for feeding the next)."""
+        return self.results - self._results_base
 
     # ------------------------------------------------------------------ feeding
     def feed(self, event: Event) -> bool:
@@ -149,6 +197,8 @@ class Accountant:
 
     def _reconcile(self, result: Result) -> None:
         self.results += 1
+        if not result.is_error:
+            self.ok_results += 1
         self.last_result = result
         for denial in result.permission_denials:
             if not self.permission_denials.get(denial.tool_name):
@@ -207,7 +257,7 @@ class Accountant:
                 )
                 sums.append(estimate)
             self._estimate_valid = len(ids)
-        return self._cost_reported + (sums[-1] if sums else 0.0)
+        return self._cost_base + self._cost_reported + (sums[-1] if sums else 0.0)
 
     @property
     def cost_is_estimate(self) -> bool:
@@ -215,8 +265,8 @@ class Accountant:
 
     @property
     def messages(self) -> int:
-        return len(self._messages)
+        return self._messages_base + len(self._messages)
 
     @property
     def tool_call_count(self) -> int:
-        return len(self._tool_names)
+        return sum(self.tool_calls.values())

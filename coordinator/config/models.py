@@ -128,6 +128,11 @@ class OrchestrationConfig(_Strict):
     progress_instructions: Flag = True
     isolate_config_dir: Flag = False
     create_workspaces: Flag = False
+    # attempts: a failed instance is launched again (continuing its session) for transient
+    # failures, up to max_attempts launches in all, after retry_backoff_s (doubling)
+    max_attempts: PositiveInt = 1
+    retry_backoff_s: Seconds = 10.0
+    continue_prompt: Annotated[str, Field(min_length=1)] | None = None
 
 
 class InstanceConfig(_Strict):
@@ -154,6 +159,7 @@ class InstanceConfig(_Strict):
     max_cost_usd: PositiveUsd | None = None
     env: dict[str, str] = Field(default_factory=dict)
     scenario: ScenarioConfig | None = None
+    max_attempts: PositiveInt | None = None
 
     @field_validator("command")
     @classmethod

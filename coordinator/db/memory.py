@@ -57,6 +57,29 @@ class MemoryStore:
                 current, last_seen_at=self._now()
             )
 
+    async def reopen_orchestration(
+        self, orchestration_id: str, host: str, lease_s: float
+    ) -> OrchestrationRow | None:
+        current = self._orchestrations.get(orchestration_id)
+        if current is None:
+            raise OrchestrationNotFoundError(
+                f"no orchestration {orchestration_id!r}", orchestration_id=orchestration_id
+            )
+        if current.status == "running" and self._seen(current).status == "running":
+            return None  # a live coordinator owns it
+        now = self._now()
+        stored = dataclasses.replace(
+            current,
+            status="running",
+            host=host,
+            lease_s=lease_s,
+            ended_at=None,
+            updated_at=now,
+            last_seen_at=now,
+        )
+        self._orchestrations[orchestration_id] = stored
+        return stored
+
     def _seen(self, row: OrchestrationRow) -> OrchestrationRow:
         """What the ``orchestrations_seen`` view shows: a silent running run is lost."""
         seen = row.last_seen_at

@@ -201,6 +201,8 @@ def _instance_args(row: InstanceRow) -> tuple[Any, ...]:
         row.started_at,
         row.ended_at,
         row.wait_s,
+        row.attempts,
+        row.carry,
     )
 
 
@@ -244,6 +246,7 @@ class PostgresStore:
                 row.sync_mode,
                 row.results,
                 row.lease_s,
+                row.launch,
             )
         if record is None:
             raise OrchestrationExistsError(
@@ -263,6 +266,19 @@ class PostgresStore:
                 f"no orchestration {orchestration_id!r}", orchestration_id=orchestration_id
             )
         return _orchestration(record)
+
+    async def reopen_orchestration(
+        self, orchestration_id: str, host: str, lease_s: float
+    ) -> OrchestrationRow | None:
+        with database_errors("reopen orchestration"):
+            record = await self._pool.fetchrow(
+                query("reopen_orchestration"), orchestration_id, host, lease_s
+            )
+        if record is None and await self.get_orchestration(orchestration_id) is None:
+            raise OrchestrationNotFoundError(
+                f"no orchestration {orchestration_id!r}", orchestration_id=orchestration_id
+            )
+        return None if record is None else _orchestration(record)
 
     async def heartbeat_orchestration(self, orchestration_id: str) -> None:
         with database_errors("heartbeat"):

@@ -30,33 +30,45 @@ INSERT INTO coordinator_migrations (version, name, checksum) VALUES ($1, $2, $3)
 SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1);
 
 -- name: create_orchestration
-INSERT INTO orchestrations (id, config, status, budgets, host, sync_mode, results, lease_s)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO orchestrations (id, config, status, budgets, host, sync_mode, results, lease_s,
+                            launch)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (id) DO NOTHING
 RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at,
-          updated_at, heartbeat_at AS last_seen_at, lease_s;
+          updated_at, heartbeat_at AS last_seen_at, lease_s, launch;
 
 -- name: finish_orchestration
 UPDATE orchestrations
 SET status = $2, results = $3, ended_at = now(), updated_at = now()
 WHERE id = $1
 RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at,
-          updated_at, heartbeat_at AS last_seen_at, lease_s;
+          updated_at, heartbeat_at AS last_seen_at, lease_s, launch;
 
 -- name: heartbeat_orchestration
 -- The coordinator running it is alive (server clock). A finished run is left alone.
 UPDATE orchestrations SET heartbeat_at = now()
 WHERE id = $1 AND status = 'running';
 
+-- name: reopen_orchestration
+-- `coordinator resume` takes the run over, atomically: only when no live coordinator owns
+-- it (it ended, or it is lost: running with its lease expired on the server's clock).
+UPDATE orchestrations
+SET status = 'running', host = $2, lease_s = $3, ended_at = NULL, heartbeat_at = now(),
+    updated_at = now()
+WHERE id = $1
+  AND NOT (status = 'running' AND heartbeat_at >= now() - make_interval(secs => lease_s))
+RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at,
+          updated_at, heartbeat_at AS last_seen_at, lease_s, launch;
+
 -- name: get_orchestration
 SELECT id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at,
-       last_seen_at, lease_s
+       last_seen_at, lease_s, launch
 FROM orchestrations_seen
 WHERE id = $1;
 
 -- name: list_orchestrations
 SELECT id, config, status, budgets, host, sync_mode, results, started_at, ended_at, updated_at,
-       last_seen_at, lease_s
+       last_seen_at, lease_s, launch
 FROM orchestrations_seen
 ORDER BY started_at DESC, id DESC
 LIMIT $1;
@@ -71,7 +83,7 @@ INSERT INTO instances (
     orchestration_id, name, session_id, status, pid, host,
     input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
     cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
-    started_at, ended_at, wait_s, updated_at
+    started_at, ended_at, wait_s, attempts, carry, updated_at
 )
 SELECT u.*, now()
 FROM unnest(
@@ -79,7 +91,8 @@ FROM unnest(
     $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
     $12::double precision[], $13::jsonb[], $14::integer[], $15::double precision[],
     $16::integer[], $17::text[], $18::text[],
-    $19::timestamptz[], $20::timestamptz[], $21::double precision[]
+    $19::timestamptz[], $20::timestamptz[], $21::double precision[],
+    $22::integer[], $23::jsonb[]
 ) AS u
 ON CONFLICT (orchestration_id, name) DO UPDATE SET
     session_id = EXCLUDED.session_id,
@@ -101,13 +114,15 @@ ON CONFLICT (orchestration_id, name) DO UPDATE SET
     started_at = EXCLUDED.started_at,
     ended_at = EXCLUDED.ended_at,
     wait_s = EXCLUDED.wait_s,
+    attempts = EXCLUDED.attempts,
+    carry = EXCLUDED.carry,
     updated_at = now();
 
 -- name: list_instances
 SELECT orchestration_id, name, session_id, status, pid, host,
        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
        cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
-       started_at, ended_at, wait_s, updated_at
+       started_at, ended_at, wait_s, attempts, carry, updated_at
 FROM instances
 WHERE orchestration_id = $1
 ORDER BY name;

@@ -26,6 +26,8 @@ class OrchestrationRow:
     # How long the coordinator running it may go without a heartbeat before the run is
     # shown as ``lost`` (read back: status ``lost`` when it did, see ``last_seen_at``).
     lease_s: float = 30.0
+    # How it was launched (config path, cwd, flags, results path): what a resume needs.
+    launch: JsonObject = field(default_factory=dict)
     # Server clock; filled by the store.
     started_at: datetime | None = None
     ended_at: datetime | None = None
@@ -56,6 +58,8 @@ class InstanceRow:
     error: str | None = None
     reason: str | None = None
     wait_s: float = 0.0  # at barriers; part of the duration, not of the working time
+    attempts: int = 0  # processes launched for it so far
+    carry: JsonObject = field(default_factory=dict)  # what a resume continues from
     # Event times measured by the caller (writes are batched, so now() would be late).
     started_at: datetime | None = None
     ended_at: datetime | None = None

@@ -43,6 +43,15 @@ class Store(Protocol):
         """
         ...
 
+    async def reopen_orchestration(
+        self, orchestration_id: str, host: str, lease_s: float
+    ) -> OrchestrationRow | None:
+        """Take a run over to resume it: it becomes ``running`` on ``host`` again (no
+        ``ended_at``, a fresh heartbeat), atomically, unless a live coordinator owns it
+        (running with an unexpired lease): then None and nothing changes. Raises
+        OrchestrationNotFoundError for an unknown id."""
+        ...
+
     async def heartbeat_orchestration(self, orchestration_id: str) -> None:
         """The coordinator running it is alive: ``last_seen_at`` becomes now. A run still
         ``running`` whose last heartbeat is older than its ``lease_s`` reads back as

@@ -65,7 +65,24 @@ def instance_row(orchestration_id: str, state: InstanceState, host: str) -> Inst
         started_at=_ts(state.started_unix),
         ended_at=_ts(state.ended_unix),
         wait_s=round(state.waiting_s(), 3),
+        attempts=state.attempts,
+        carry=carry_of(state),
     )
+
+
+def carry_of(state: InstanceState) -> dict[str, Any]:
+    """What ``coordinator resume`` needs to continue the instance where it stopped."""
+    acct = state.accountant
+    return {
+        "turns_done": state.turns_done,
+        "turns_sent": state.turns_sent,
+        "session_exists": state.session_exists,
+        "api_messages": acct.messages,
+        "num_turns": acct.num_turns,
+        "milestones": [hit.pct for hit in state.milestone_hits],
+        "attempt_log": [record.as_dict() for record in state.attempt_log],
+        "retry_at_unix": state.retry_at_unix,
+    }
 
 
 def checkpoint_row(
@@ -109,7 +126,11 @@ class DbSink:
         state_dir: Path | None = None,
         lease_s: float = LEASE_S,
         close_deadline_s: float = CLOSE_DEADLINE_S,
+        launch: dict[str, Any] | None = None,
+        reopened: OrchestrationRow | None = None,
     ) -> None:
+        self.launch = launch or {}
+        self.reopened = reopened  # a resumed run: its row exists and this process owns it
         self.store = store
         self.dsn_masked = dsn_masked
         self.dsn = dsn  # for the barrier's own connections; never logged (dsn_masked is)
@@ -146,16 +167,21 @@ class DbSink:
             config=mask_config(plan.config.model_dump(mode="json")),  # env values
             budgets=plan.budget.model_dump(mode="json"),
             lease_s=self.lease_s,
+            launch=self.launch,
         )
-        try:
-            await asyncio.wait_for(self._create(), OPEN_TIMEOUT_S)
-        except OrchestrationExistsError:
-            raise OrchestrationIdTakenError(plan.orchestration_id, self.dsn_masked) from None
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            self._health(False, str(exc) or type(exc).__name__)
-            self._tasks.append(asyncio.create_task(self._create_later(), name="db-create"))
+        if self.reopened is not None:  # resumed: the row is there and this process owns it
+            self._created = True
+            self.writer.start()
+        else:
+            try:
+                await asyncio.wait_for(self._create(), OPEN_TIMEOUT_S)
+            except OrchestrationExistsError:
+                raise OrchestrationIdTakenError(plan.orchestration_id, self.dsn_masked) from None
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self._health(False, str(exc) or type(exc).__name__)
+                self._tasks.append(asyncio.create_task(self._create_later(), name="db-create"))
         self._tasks.append(asyncio.create_task(self._flush_dirty(), name="db-sink"))
         self._tasks.append(asyncio.create_task(self._heartbeat(), name="db-heartbeat"))
 

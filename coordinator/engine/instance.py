@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from coordinator.control.attempts import AttemptLaunch, Ending, first_launch
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
 from coordinator.redact import Redactor
 from runner.argv import user_turn_line
@@ -66,8 +67,14 @@ class InstanceRun:
         hooks: Hooks,
         limits: Limits,
         guardian_track: Callable[[int, str | None], None] | None = None,
+        launch: AttemptLaunch | None = None,
     ) -> None:
         self.state = state
+        self.launch = launch or first_launch(state.plan)
+        self._spawn_failed = False
+        self.attempt_started_unix = time.time()
+        self._attempt_mono = time.monotonic()
+        self._waited_before = 0.0
         self.env = env
         self.hooks = hooks
         self.limits = limits
@@ -102,17 +109,27 @@ class InstanceRun:
     async def run(self) -> None:
         state = self.state
         plan = state.plan
+        launch = self.launch
         state.status = Status.STARTING
-        state.started_mono = time.monotonic()
-        state.started_unix = time.time()
+        if state.started_mono is None:  # the instance's first attempt
+            state.started_mono = time.monotonic()
+            state.started_unix = time.time()
+        state.ended_mono = state.ended_unix = None
+        state.exit_code = state.error = state.reason = None
+        self.attempt_started_unix = time.time()
+        self._attempt_mono = time.monotonic()
+        self._waited_before = state.waiting_s()  # at barriers in earlier attempts
         try:
             self.proc = await InstanceProcess.spawn(
-                plan.argv, cwd=plan.workspace, env=self.env, stdin_pipe=plan.streams_input
+                launch.argv, cwd=plan.workspace, env=self.env, stdin_pipe=launch.streams_input
             )
         except (OSError, ValueError) as exc:  # E2BIG, ENOEXEC, a bad #!, a NUL byte, ...
-            why = spawn_failure(exc, plan.argv, plan.workspace, self.env)
+            why = spawn_failure(exc, launch.argv, plan.workspace, self.env)
+            self._spawn_failed = True
             self._finish(Status.FAILED, why, exc_code=None)
             return
+        if not launch.streams_input:  # the prompt went with the argv
+            state.turns_sent = launch.first_turn + 1
         if self._track is not None:
             self._track(self.proc.pgid, self.proc.mark)
         state.pid = self.proc.pid
@@ -124,7 +141,7 @@ class InstanceRun:
         errs = asyncio.create_task(self._pump_stderr(), name=f"{plan.name}:stderr")
         feeder = (
             asyncio.create_task(self._feed_turns(), name=f"{plan.name}:turns")
-            if plan.streams_input
+            if launch.streams_input
             else None
         )
         watchdog = asyncio.create_task(self._watchdog(pump), name=f"{plan.name}:watchdog")
@@ -186,6 +203,8 @@ class InstanceRun:
     def _event(self, event: Event) -> None:
         state = self.state
         if state.accountant.feed(event):
+            if isinstance(event, Assistant | Result):
+                state.session_exists = True  # claude has written the conversation down
             self.hooks.on_tokens(state)
         if isinstance(event, Assistant):
             for text in event.texts:
@@ -216,7 +235,7 @@ class InstanceRun:
         if event.is_error:
             state.error = self._result_error(event)
         self._progress(event)
-        if state.accountant.results >= len(state.plan.turns) or event.is_error:
+        if state.accountant.process_results >= len(self.launch.turns) or event.is_error:
             self._all_turns_done = True
             if self.proc is not None:
                 self.proc.close_stdin()
@@ -252,19 +271,20 @@ class InstanceRun:
     async def _feed_turns(self) -> None:
         assert self.proc is not None
         state = self.state
-        for index, turn in enumerate(state.plan.turns):
+        first = self.launch.first_turn
+        for index, turn in enumerate(self.launch.turns):
             if index > 0:
-                while state.accountant.results < index:
+                while state.accountant.process_results < index:
                     self._result_event.clear()
                     await self._result_event.wait()
                 if self._all_turns_done or self._stop is not None:
                     return
-                await self.hooks.before_turn(state, index)
+                await self.hooks.before_turn(state, first + index)
                 if self._stop is not None:
                     return
             if not await self.proc.write(user_turn_line(turn, state.plan.session_id)):
                 return
-            state.turns_sent += 1
+            state.turns_sent = first + index + 1
 
     # ----------------------------------------------------------------- watchdog
     async def _watchdog(self, pump: asyncio.Task[None]) -> None:
@@ -278,9 +298,8 @@ class InstanceRun:
             now = time.monotonic()
             if state.status is Status.WAITING:
                 continue
-            if limits.timeout is not None and state.duration_s(now) - state.waiting_s(now) > (
-                limits.timeout
-            ):
+            worked = (now - self._attempt_mono) - (state.waiting_s(now) - self._waited_before)
+            if limits.timeout is not None and worked > limits.timeout:  # per attempt
                 self.request_stop(Status.TIMEOUT, f"timed out after {limits.timeout:g}s")
                 return
             idle = now - (state.last_activity_mono or now)
@@ -307,7 +326,7 @@ class InstanceRun:
         if state.error is None:
             if code is not None and code < 0:
                 state.error = f"killed by {signal.Signals(-code).name}"
-            elif acct.results < len(state.plan.turns):
+            elif acct.process_results < len(self.launch.turns):
                 last = state.stderr_tail[-1] if state.stderr_tail else None
                 state.error = f"exited with code {code} before its result" + (
                     f": {last}" if last else ""
@@ -319,7 +338,35 @@ class InstanceRun:
     def _completed_ok(self) -> bool:
         acct = self.state.accountant
         last = acct.last_result
-        return acct.results >= len(self.state.plan.turns) and last is not None and not last.is_error
+        return (
+            acct.process_results >= len(self.launch.turns)
+            and last is not None
+            and not last.is_error
+        )
+
+    def ending(self) -> Ending:
+        """How this attempt ended, for the retry rules."""
+        state = self.state
+        last = state.accountant.last_result
+        return Ending(
+            status=state.status.value,
+            stopped_by_coordinator=self._stop is not None,
+            exit_code=state.exit_code,
+            had_result=last is not None,
+            result_is_error=last is not None and last.is_error,
+            api_error_status=last.api_error_status if last is not None else None,
+            error=state.error,
+            idle_timeout=self._stop is not None and self._stop[1].startswith("no output"),
+            spawn_failed=self._spawn_failed or self._session_in_use(),
+            permission_denied=last is not None
+            and last.is_error
+            and bool(state.accountant.permission_denials),
+        )
+
+    def _session_in_use(self) -> bool:
+        return not self.launch.resumed and any(
+            "already in use" in line for line in self.state.stderr_tail
+        )
 
     def _finish(self, status: Status, reason: str | None, exc_code: int | None) -> None:
         state = self.state
@@ -338,6 +385,11 @@ class InstanceRun:
         if state.ended_mono is None:
             state.ended_mono = time.monotonic()
             state.ended_unix = time.time()
+        if status is Status.FAILED and self._session_in_use():
+            state.error = (
+                f"session {state.plan.session_id} is already in use: claude has a conversation "
+                "under this id (set resume: true to continue it, or give another session_id)"
+            )
         if state.error:
             state.error = self._redact(state.error)
         if status is Status.FAILED and state.error:

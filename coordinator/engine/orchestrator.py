@@ -21,10 +21,18 @@ import structlog
 from coordinator.barrier import Barrier, MemoryBarrier, open_barrier
 from coordinator.budget.rules import Budget, BudgetBook, BudgetEvent, BudgetScope, budgets_from_plan
 from coordinator.config.models import BudgetMode
+from coordinator.control.attempts import (
+    CONTINUE_PROMPT,
+    AttemptLaunch,
+    RetryPolicy,
+    first_launch,
+    next_launch,
+    transient_cause,
+)
 from coordinator.engine.config_dir import create_config_dir, remove_config_dir
 from coordinator.engine.instance import InstanceRun, Limits
 from coordinator.engine.sink import NullSink, RunSink
-from coordinator.engine.state import InstanceState, MilestoneHit, Status
+from coordinator.engine.state import AttemptRecord, InstanceState, MilestoneHit, Status
 from coordinator.engine.sync import BARRIER_TROUBLE, SyncDriver
 from coordinator.plan import PlannedInstance, RunPlan
 from runner.accounting import Accountant
@@ -42,6 +50,8 @@ CHILD_ENV_REMOVE = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT")
 # Each ends the run the same way: stop every instance, write results, close the database.
 # SIGHUP is a closed terminal or a dropped ssh session: an unattended run's usual death.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# An instance with no process now that will have one: the next attempt is due later.
+BETWEEN_ATTEMPTS = frozenset({Status.RETRYING, Status.RATE_LIMITED})
 
 
 def child_env(
@@ -122,6 +132,9 @@ class Orchestrator:
         self._barrier_dsn = barrier_dsn
         self._barrier_poll_s = barrier_poll_s
         self.sync: SyncDriver | None = None
+        # between attempts: why each instance goes on, when, and what wakes its wait early
+        self._next: dict[str, tuple[float, str]] = {}
+        self._wakes: dict[str, asyncio.Event] = {}
         self.started_mono = time.monotonic()
         self.started_unix = time.time()
 
@@ -263,34 +276,143 @@ class Orchestrator:
             return
         if state.status is Status.SKIPPED:
             return
-        if self.block:
-            spent = self.budgets.spent_for(inst.name)
-            if spent is not None:
-                self._skip_state(state, spent)
-                return
         extra = self.instance_env(inst) if self.instance_env else None
         env = child_env(self.base_env, inst, extra)
         config_dir = None
-        if self.plan.config.orchestration.isolate_config_dir:
-            config_dir = create_config_dir(env, inst.name)
-            env["CLAUDE_CONFIG_DIR"] = str(config_dir)
+        try:
+            launch = self._first_attempt(state)
+            while launch is not None and self._may_launch(state):
+                if config_dir is None and self.plan.config.orchestration.isolate_config_dir:
+                    # kept over every attempt: the session's transcript lives in it
+                    config_dir = create_config_dir(env, inst.name)
+                    env["CLAUDE_CONFIG_DIR"] = str(config_dir)
+                await self._attempt(state, env, launch)
+                launch = await self._between_attempts(state)
+        finally:
+            remove_config_dir(config_dir)
+
+    def _first_attempt(self, state: InstanceState) -> AttemptLaunch | None:
+        """The plan's own launch, or (an instance resumed from an earlier coordinator run)
+        one that continues its session."""
+        if state.attempts == 0 and not state.session_exists and state.turns_done == 0:
+            return first_launch(state.plan)
+        return self._later_attempt(state)
+
+    def _may_launch(self, state: InstanceState) -> bool:
+        if self.cancelled is not None or state.status.finished:
+            return False
+        if self.block:
+            spent = self.budgets.spent_for(state.name)
+            if spent is not None:
+                if state.attempts == 0:
+                    self._skip_state(state, spent)
+                else:
+                    self._end_unlaunched(
+                        state, Status.BLOCKED, f"blocked: {spent.describe_limit()} exceeded"
+                    )
+                return False
+        return True
+
+    async def _attempt(
+        self, state: InstanceState, env: dict[str, str], launch: AttemptLaunch
+    ) -> None:
+        if state.attempts > 0 or state.session_exists:
+            state.accountant.next_process()
+        state.attempts += 1
+        state.retry_at_unix = None
         run = InstanceRun(
             state,
             env,
             self,
             self.limits,
             guardian_track=self._guardian.track_group if self._guardian else None,
+            launch=launch,
         )
-        self.runs[inst.name] = run
+        self.runs[state.name] = run
+        await run.run()
+
+    async def _between_attempts(self, state: InstanceState) -> AttemptLaunch | None:
+        """After an attempt that earned another (see ``on_finished``): wait for it (a stop
+        or a cancel ends the wait at once), then the launch that continues the session."""
+        due = self._next.pop(state.name, None)
+        if due is None:
+            return None
+        at_unix, why = due
+        wake = self._wakes.setdefault(state.name, asyncio.Event())
+        wake.clear()
+        waits = [
+            asyncio.ensure_future(self._cancel_event.wait()),
+            asyncio.ensure_future(wake.wait()),
+        ]
         try:
-            await run.run()
+            await asyncio.wait(waits, timeout=max(0.0, at_unix - time.time()))
         finally:
-            remove_config_dir(config_dir)
+            for task in waits:
+                task.cancel()
+        if self.cancelled is not None and not state.status.finished:
+            self._end_unlaunched(state, Status.CANCELLED, f"not relaunched: {self.cancelled}")
+        if state.status.finished:
+            return None
+        launch = self._later_attempt(state)
+        if launch is None:
+            self._end_unlaunched(
+                state, Status.BLOCKED, "blocked: its cost cap is spent (max_cost_usd)"
+            )
+        else:
+            self._note(f"{state.name}: attempt {state.attempts + 1} ({why})")
+        return launch
+
+    def _later_attempt(self, state: InstanceState) -> AttemptLaunch | None:
+        return next_launch(
+            state.plan,
+            turns_done=state.turns_done,
+            turn_started=state.turns_sent > state.turns_done,
+            session_exists=state.session_exists,
+            cost_spent=state.accountant.cost_usd,
+            continue_text=self.plan.continue_prompt or CONTINUE_PROMPT,
+        )
+
+    def _retry_due(self, state: InstanceState) -> tuple[float, str] | None:
+        """Does the attempt that just ended earn another? (When, and why.)"""
+        run = self.runs.get(state.name)
+        if run is None or self.cancelled is not None:
+            return None
+        cause = transient_cause(run.ending())
+        policy = RetryPolicy(state.plan.max_attempts, self.plan.retry_backoff_s)
+        if cause is None or not policy.allows(state.attempts):
+            return None
+        return time.time() + policy.delay(state.attempts + 1), cause
+
+    def _record_attempt(self, state: InstanceState, then: str | None) -> None:
+        run = self.runs.get(state.name)
+        state.attempt_log.append(
+            AttemptRecord(
+                attempt=state.attempts,
+                status=state.status.value,
+                started_unix=run.attempt_started_unix if run is not None else None,
+                ended_unix=state.ended_unix,
+                exit_code=state.exit_code,
+                error=state.error,
+                total_tokens=state.accountant.usage.total,
+                cost_usd=state.accountant.cost_usd,
+                resumed=run.launch.resumed if run is not None else False,
+                then=then,
+            )
+        )
 
     def _end_unlaunched(self, state: InstanceState, status: Status, reason: str) -> None:
+        """End an instance that has no process now: never launched, or between attempts."""
         state.status = status
         state.reason = reason
         state.last_event = reason
+        state.retry_at_unix = None
+        if state.started_mono is not None and state.ended_mono is None:
+            state.ended_mono = time.monotonic()
+            state.ended_unix = time.time()
+        self._next.pop(state.name, None)
+        wake = self._wakes.get(state.name)
+        if wake is not None:
+            wake.set()
         self.sink.instance_changed(state)
         if self.sync is not None:
             self.sync.on_finished(state)
@@ -345,6 +467,11 @@ class Orchestrator:
         self.sink.instance_changed(state)
 
     def on_finished(self, state: InstanceState) -> None:
+        due = self._retry_due(state) if state.status is not Status.COMPLETED else None
+        if due is not None:
+            self._again(state, due)
+            return
+        self._record_attempt(state, None)
         log.info(
             "instance finished",
             instance=state.name,
@@ -362,6 +489,24 @@ class Orchestrator:
         self.sink.instance_changed(state)
         if self.sync is not None:
             self.sync.on_finished(state)
+
+    def _again(self, state: InstanceState, due: tuple[float, str]) -> None:
+        """The attempt that ended earns another: the instance waits, still a participant
+        of the run (its barrier place, its budgets), until ``due``."""
+        at_unix, why = due
+        failed = state.error or state.reason or state.status.value
+        run = self.runs.get(state.name)
+        if self._guardian is not None and run is not None and run.proc is not None:
+            self._guardian.forget_group(run.proc.pgid)
+        wait = max(0.0, at_unix - time.time())
+        then = f"attempt {state.attempts + 1}/{state.plan.max_attempts} in {wait:.0f} s: {why}"
+        self._record_attempt(state, then)
+        self._next[state.name] = due
+        state.status = Status.RETRYING
+        state.retry_at_unix = at_unix
+        state.last_event = then
+        self._note(f"{state.name}: attempt {state.attempts} failed ({failed}); {then}")
+        self.sink.instance_changed(state)
 
     async def before_turn(self, state: InstanceState, index: int) -> None:
         if self.sync is not None:
@@ -387,7 +532,11 @@ class Orchestrator:
         for name in members:
             state = self.states[name]
             run = self.runs.get(name)
-            if run is not None and not state.status.finished:
+            if state.status in BETWEEN_ATTEMPTS:
+                if name not in budget.blocked:
+                    budget.blocked.append(name)
+                self._end_unlaunched(state, Status.BLOCKED, reason)
+            elif run is not None and not state.status.finished:
                 if name not in budget.blocked:
                     budget.blocked.append(name)
                 run.request_stop(Status.BLOCKED, reason)

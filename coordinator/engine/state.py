@@ -18,6 +18,8 @@ class Status(StrEnum):
     STARTING = "starting"
     RUNNING = "running"
     WAITING = "waiting"  # at a barrier
+    RETRYING = "retrying"  # an attempt failed for a transient cause: the next one is due
+    RATE_LIMITED = "rate_limited"  # the account's usage limit: resumes at its reset
     COMPLETED = "completed"
     FAILED = "failed"
     TIMEOUT = "timeout"
@@ -49,6 +51,36 @@ class MilestoneHit:
     elapsed_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One finished process of an instance."""
+
+    attempt: int
+    status: str
+    started_unix: float | None
+    ended_unix: float | None
+    exit_code: int | None
+    error: str | None
+    total_tokens: int  # the instance's total when it ended (so per attempt: differences)
+    cost_usd: float
+    resumed: bool  # continued the session of an earlier attempt
+    then: str | None = None  # what followed: "retry in 10 s: API overloaded", ...
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "attempt": self.attempt,
+            "status": self.status,
+            "started_unix": self.started_unix,
+            "ended_unix": self.ended_unix,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "total_tokens": self.total_tokens,
+            "cost_usd": round(self.cost_usd, 6),
+            "resumed": self.resumed,
+            "then": self.then,
+        }
+
+
 @dataclass(slots=True)
 class InstanceState:
     plan: PlannedInstance
@@ -78,12 +110,21 @@ class InstanceState:
     init_version: str | None = None
     milestone_hits: list[MilestoneHit] = field(default_factory=list)
     budget_notes: list[str] = field(default_factory=list)
+    attempts: int = 0  # processes launched for this instance, over every coordinator run
+    attempt_log: list[AttemptRecord] = field(default_factory=list)
+    session_exists: bool = False  # claude has a transcript of it: a relaunch resumes it
+    retry_at_unix: float | None = None  # RETRYING / RATE_LIMITED: when it goes on
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
     @property
     def name(self) -> str:
         return self.plan.name
+
+    @property
+    def turns_done(self) -> int:
+        """Turns of the plan completed, over every attempt."""
+        return self.accountant.ok_results
 
     def duration_s(self, now: float | None = None) -> float:
         if self.started_mono is None:

@@ -178,7 +178,7 @@ class SyncDriver:
         if not self.active or self.by_steps or not crossed or state.status.finished:
             return
         points = [milestone_point(p) for p in crossed]
-        final = state.accountant.results >= len(state.plan.turns)
+        final = state.turns_done >= len(state.plan.turns)
         if final:  # its last result: it completes in a moment and so passes every point
             self._spawn(self._arrive_only(state, points))
             return

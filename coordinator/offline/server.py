@@ -160,6 +160,7 @@ class RequestRecord:
     tool_result_ids: tuple[str, ...]
     session_id: str | None
     received_at: float
+    last_user_text: str = ""  # the text blocks of the last user message
 
 
 # ------------------------------------------------------------------------ messages
@@ -674,7 +675,8 @@ class ModelServer:
     ) -> None:
         messages = body.get("messages")
         messages = messages if isinstance(messages, list) else []
-        result_ids = _tool_result_ids(_last_user_message(messages))
+        last_user = _last_user_message(messages)
+        result_ids = _tool_result_ids(last_user)
         max_tokens = body.get("max_tokens")
         record = RequestRecord(
             key=key,
@@ -688,6 +690,9 @@ class ModelServer:
             tool_result_ids=result_ids,
             session_id=request.headers.get(SESSION_HEADER),
             received_at=time.monotonic(),
+            last_user_text=(
+                _text_of(last_user.get("content")) if isinstance(last_user, dict) else ""
+            ),
         )
         with self._ledger.lock:
             self._ledger.requests.append(record)

@@ -23,7 +23,7 @@ from coordinator.redact import mask_config
 from coordinator.status.render import ReportOptions, fmt_duration, render_report
 from coordinator.status.rows import StatusRow
 
-LIVE_STATUSES = {"pending", "starting", "running", "waiting"}
+LIVE_STATUSES = {"pending", "starting", "running", "waiting", "retrying", "rate_limited"}
 
 
 def row_from_db(row: InstanceRow, now: datetime) -> StatusRow:
@@ -42,6 +42,7 @@ def row_from_db(row: InstanceRow, now: datetime) -> StatusRow:
         cost_estimated=False,
         progress_pct=row.progress_pct or 0.0,
         last_event=row.error or row.reason or "",
+        attempts=row.attempts,
     )
 
 

@@ -59,7 +59,7 @@ def render_table(rows: Sequence[StatusRow]) -> Table:
         wait = f" (+{fmt_duration(row.wait_s)} wait)" if row.wait_s >= 1 else ""
         table.add_row(
             Text(row.icon, style=style),
-            Text(row.name, style=style),
+            Text(row.name_shown, style=style),
             fmt_duration(row.duration_s) + wait,
             f"{row.total_tokens:,}",
             f"{ratio:.2f}x" if ratio is not None else "-",
@@ -138,7 +138,7 @@ def plain_lines(rows: Sequence[StatusRow]) -> list[str]:
         wait = f" wait={fmt_duration(row.wait_s)}" if row.wait_s >= 1 else ""
         estimate = "~" if row.cost_estimated else ""
         out.append(
-            f"{row.icon} {row.name} status={row.status} time={fmt_duration(row.duration_s)}"
+            f"{row.icon} {row.name_shown} status={row.status} time={fmt_duration(row.duration_s)}"
             f"{wait} tokens={row.total_tokens} "
             f"vs_median={'-' if ratio is None else f'{ratio:.2f}'} "
             f"cache_read={row.cache_read_tokens} tools={row.tool_calls} "

@@ -20,6 +20,8 @@ ICONS = {
     "blocked": "⛔",
     "skipped": "↷",
     "lost": "?",
+    "retrying": "↻",
+    "rate_limited": "⏸",
 }
 STYLES = {
     "completed": "green",
@@ -31,6 +33,8 @@ STYLES = {
     "lost": "red",
     "waiting": "cyan",
     "running": "bold",
+    "retrying": "yellow",
+    "rate_limited": "yellow",
 }
 
 
@@ -48,10 +52,16 @@ class StatusRow:
     progress_pct: float
     last_event: str
     output_tail: tuple[str, ...] = ()
+    attempts: int = 1
 
     @property
     def icon(self) -> str:
         return ICONS.get(self.status, "?")
+
+    @property
+    def name_shown(self) -> str:
+        """``worker-2 #3`` from its third attempt on: the table says when one relaunched."""
+        return self.name if self.attempts <= 1 else f"{self.name} #{self.attempts}"
 
 
 def row_from_state(state: InstanceState, now: float | None = None) -> StatusRow:
@@ -71,6 +81,7 @@ def row_from_state(state: InstanceState, now: float | None = None) -> StatusRow:
         progress_pct=state.progress.pct,
         last_event=note or state.last_event,
         output_tail=tuple(state.output_tail),
+        attempts=state.attempts,
     )
 
 

@@ -272,3 +272,28 @@ async def test_a_finished_run_is_never_lost(store: Store) -> None:
     await store.finish_orchestration("orch-1", "completed", {})
     await store.heartbeat_orchestration("orch-1")  # a late beat changes nothing
     assert await _until_status(store, "orch-1", "lost", 0.6) == "completed"
+
+
+async def test_a_resume_takes_over_only_a_run_no_live_coordinator_owns(store: Store) -> None:
+    launch = {"config_path": "/tmp/c.json", "options": {"max_attempts": 2}}
+    await store.create_orchestration(orchestration(lease_s=0.3, launch=launch))
+    assert await store.reopen_orchestration("orch-1", "host-b", 30.0) is None  # alive
+    assert await _until_status(store, "orch-1", "lost", 5.0) == "lost"
+    taken = await store.reopen_orchestration("orch-1", "host-b", 30.0)
+    assert taken is not None and taken.status == "running" and taken.host == "host-b"
+    assert taken.launch == launch and taken.lease_s == 30.0 and taken.ended_at is None
+    assert await store.reopen_orchestration("orch-1", "host-c", 30.0) is None  # b owns it now
+    finished = await store.finish_orchestration("orch-1", "failed", {"n": 1})
+    assert finished.ended_at is not None
+    again = await store.reopen_orchestration("orch-1", "host-c", 30.0)
+    assert again is not None and again.ended_at is None and again.host == "host-c"
+    with pytest.raises(OrchestrationNotFoundError):
+        await store.reopen_orchestration("nobody", "host-c", 30.0)
+
+
+async def test_attempts_and_carry_round_trip(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    carry = {"turns_done": 1, "session_exists": True, "log": [{"attempt": 1, "error": "x"}]}
+    await store.upsert_instances([instance("a", attempts=2, carry=carry)])
+    (row,) = await store.list_instances("orch-1")
+    assert row.attempts == 2 and row.carry == carry

@@ -47,11 +47,14 @@ def test_multi_turn_uses_stream_json_input_and_no_prompt() -> None:
 
 def test_session_ids() -> None:
     given = str(uuid.uuid4())
-    assert session_uuid("o", "n", given) == given
-    named = session_uuid("o", "n", "my-session")
+    ws = Path("/w")
+    assert session_uuid("o", "n", given, ws) == given
+    named = session_uuid("o", "n", "my-session", ws)
     assert uuid.UUID(named).version == 5
-    assert named == session_uuid("o", "other-name", "my-session")  # keyed by session name
-    assert session_uuid("o", "n", None) != session_uuid("o2", "n", None)
+    assert named == session_uuid("o", "other-name", "my-session", ws)  # keyed by session name
+    assert named == session_uuid("o2", "n", "my-session", ws)  # the same in every run
+    assert named != session_uuid("o", "n", "my-session", Path("/elsewhere"))
+    assert session_uuid("o", "n", None, ws) != session_uuid("o2", "n", None, ws)
 
 
 def test_plan_stagger_budgets_and_overrides(tmp_path: Path) -> None:
@@ -79,7 +82,7 @@ def test_plan_stagger_budgets_and_overrides(tmp_path: Path) -> None:
     assert two.streams_input and two.turns == ("/a y", "next")
     assert "--input-format" in two.argv
     assert three.slash_command is None
-    assert one.session_id == session_uuid("fixed", "one", None)
+    assert one.session_id == session_uuid("fixed", "one", None, Path("/unused"))
 
 
 def test_dry_run_masks_secrets_and_warns_about_bypass(tmp_path: Path) -> None:
