@@ -129,7 +129,7 @@ def feed(acct: Accountant, chunks: list[bytes | list[bytes]]) -> None:
         for line in chunk if isinstance(chunk, list) else [chunk]:
             event = parse_line(line)
             assert event is not None
-            acct.feed(event)  # type: ignore[arg-type]
+            acct.feed(event)
 
 
 def test_the_accountant_carries_tokens_and_cost_across_processes() -> None:
