@@ -24,6 +24,7 @@ from coordinator.claude_bin import find_claude
 from coordinator.config.loader import load_config
 from coordinator.db.journal import replay_journals
 from coordinator.db.postgres import PostgresStore
+from coordinator.db.rows import OrchestrationRow
 from coordinator.dryrun import bypass_refusal, render_json, render_text
 from coordinator.engine.db_sink import OrchestrationIdTakenError
 from coordinator.engine.instance import Limits
@@ -227,7 +228,12 @@ def state_dir_of(settings: Settings) -> Path:
     return settings.state_dir or default_state_dir()
 
 
-def open_sink(db: RunDatabase | None, settings: Settings) -> tuple[RunSink, str | None]:
+def open_sink(
+    db: RunDatabase | None,
+    settings: Settings,
+    launch: dict[str, Any] | None = None,
+    reopened: OrchestrationRow | None = None,
+) -> tuple[RunSink, str | None]:
     """Where the run is persisted, and the DSN the barrier shares (None: no database)."""
     if db is None:
         return NullSink(), None
@@ -240,8 +246,46 @@ def open_sink(db: RunDatabase | None, settings: Settings) -> tuple[RunSink, str 
         state_dir=state_dir_of(settings),
         lease_s=settings.lease_s,
         close_deadline_s=settings.db_close_timeout,
+        launch=launch,
+        reopened=reopened,
     )
     return sink, db.dsn
+
+
+def launch_of(req: RunRequest, output: Path) -> dict[str, Any]:
+    """How this run was launched, kept with it in the database for ``coordinator resume``."""
+    from coordinator.control.resume import launch_record
+
+    opts = req.options
+    options = {
+        "workspace": str(opts.workspace) if opts.workspace is not None else None,
+        "startup_delay": opts.startup_delay,
+        "timeout": opts.timeout,
+        "idle_timeout": opts.idle_timeout,
+        "status_report_interval": opts.status_report_interval,
+        "overall_token_budget": opts.overall_token_budget,
+        "command_budgets": dict(opts.command_budgets),
+        "overall_cost_budget": opts.overall_cost_budget,
+        "command_cost_budgets": dict(opts.command_cost_budgets),
+        "budget_mode": opts.budget_mode.value if opts.budget_mode else None,
+        "sync_mode": opts.sync_mode.value if opts.sync_mode else None,
+        "permission_mode": opts.permission_mode.value if opts.permission_mode else None,
+        "max_attempts": opts.max_attempts,
+    }
+    flags = {
+        "claude_bin": req.claude_bin,
+        "offline": req.offline,
+        "offline_script": str(req.offline_script.resolve()) if req.offline_script else None,
+        "skip_command_check": req.skip_command_check,
+        "max_line_bytes": req.max_line_bytes,
+    }
+    return launch_record(
+        config_path=req.config_path,
+        cwd=Path.cwd(),
+        options=options,
+        output=output,
+        flags=flags,
+    )
 
 
 async def run(req: RunRequest, settings: Settings, console: Console) -> int:
@@ -260,7 +304,24 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
             await db.store.close()
         return 130
     output = req.output or default_output_path(plan, datetime.now())
-    sink, dsn = open_sink(db, settings)
+    return await execute(plan, req, settings, console, db, output)
+
+
+async def execute(
+    plan: RunPlan,
+    req: RunRequest,
+    settings: Settings,
+    console: Console,
+    db: RunDatabase | None,
+    output: Path,
+    *,
+    reopened: OrchestrationRow | None = None,
+    prepare: Callable[[Orchestrator], None] | None = None,
+) -> int:
+    """Run a plan whose checks passed, to the end: every instance, the results file, the
+    database closed (or journalled). ``reopened``: a resumed run whose row this process has
+    taken over; ``prepare`` puts its stored state into the orchestrator before launching."""
+    sink, dsn = open_sink(db, settings, launch_of(req, output), reopened)
     signals = SignalRouter(asyncio.get_running_loop())
     reporter = StatusReporter(
         console,
@@ -293,6 +354,8 @@ async def run(req: RunRequest, settings: Settings, console: Console) -> int:
                 barrier_dsn=dsn,
                 handle_signals=False,
             )
+            if prepare is not None:
+                prepare(orch)
             signals.route(lambda name: orch.cancel(f"interrupted by {name}") if orch else None)
             done = asyncio.Event()
             report = asyncio.create_task(reporter.run(orch, done))

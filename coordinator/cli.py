@@ -329,6 +329,61 @@ def run_cmd(dry_run: bool, **kw: Any) -> int:
     return _execute(kw, dry_run=dry_run)
 
 
+@cli.command("resume")
+@click.argument("orchestration_id", required=False)
+@click.option(
+    "--instance",
+    "instances",
+    multiple=True,
+    metavar="NAME",
+    help="Resume only this instance (repeatable; default: every one that did not complete).",
+)
+@click.option(
+    "--include-blocked",
+    is_flag=True,
+    help="Also resume instances a budget blocked or skipped (if the budget now allows).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="The config to resume with (default: the one the run was launched with).",
+)
+@click.option("--max-attempts", type=click.IntRange(min=1, max=1000))
+@click.option("--database-url")
+@click.option("--quiet", is_flag=True)
+@click.option("--json", "json_output", is_flag=True)
+@click.option("--log-file", type=click.Path(path_type=Path))
+def resume_cmd(
+    orchestration_id: str | None,
+    instances: tuple[str, ...],
+    include_blocked: bool,
+    config_path: Path | None,
+    max_attempts: int | None,
+    database_url: str | None,
+    quiet: bool,
+    json_output: bool,
+    log_file: Path | None,
+) -> int:
+    """Relaunch the instances of a run that did not complete (failed, timed out, cancelled,
+    lost with its coordinator), each continuing its own claude session, as new attempts in
+    the same orchestration; tokens and cost carry on. Default: the newest run."""
+    from coordinator.control.resume_run import ResumeRequest, resume
+
+    settings = _settings_and_logging({"log_file": log_file}, dry_run=False)
+    request = ResumeRequest(
+        orchestration_id=orchestration_id,
+        instances=instances,
+        include_blocked=include_blocked,
+        config_path=config_path,
+        database_url=database_url,
+        max_attempts=max_attempts,
+        quiet=quiet,
+        json_output=json_output,
+    )
+    return asyncio.run(resume(request, settings, _console(stderr=json_output)))
+
+
 @cli.command("doctor")
 @click.option("--json", "json_output", is_flag=True)
 @click.option("--claude-bin")

@@ -57,6 +57,12 @@ class ProgressTracker:
         self.completed_steps = self.total_steps
         return self._update()
 
+    def resume_at(self, completed_steps: int, pct: float) -> None:
+        """Go on from where an earlier coordinator process left this instance."""
+        self.completed_steps = min(self.total_steps, completed_steps)
+        self._update()
+        self._pct = max(self._pct, min(100.0, pct))
+
     @property
     def pct(self) -> float:
         return self._pct

@@ -23,6 +23,7 @@ from runner.events import (
     ApiRetry,
     Assistant,
     Event,
+    MessageStart,
     Result,
     SystemInit,
     UserToolResults,
@@ -111,9 +112,10 @@ class InstanceRun:
         plan = state.plan
         launch = self.launch
         state.status = Status.STARTING
-        if state.started_mono is None:  # the instance's first attempt
+        if state.started_mono is None:  # the instance's first attempt in this process
             state.started_mono = time.monotonic()
-            state.started_unix = time.time()
+            if state.started_unix is None:  # else: resumed, it started in an earlier one
+                state.started_unix = time.time()
         state.ended_mono = state.ended_unix = None
         state.exit_code = state.error = state.reason = None
         self.attempt_started_unix = time.time()
@@ -202,9 +204,9 @@ class InstanceRun:
 
     def _event(self, event: Event) -> None:
         state = self.state
+        if isinstance(event, MessageStart | Assistant | Result | ApiRetry):
+            state.session_exists = True  # claude asked the API: the conversation is written
         if state.accountant.feed(event):
-            if isinstance(event, Assistant | Result):
-                state.session_exists = True  # claude has written the conversation down
             self.hooks.on_tokens(state)
         if isinstance(event, Assistant):
             for text in event.texts:
@@ -386,6 +388,7 @@ class InstanceRun:
             state.ended_mono = time.monotonic()
             state.ended_unix = time.time()
         if status is Status.FAILED and self._session_in_use():
+            state.session_exists = True  # a later attempt (or resume) continues it
             state.error = (
                 f"session {state.plan.session_id} is already in use: claude has a conversation "
                 "under this id (set resume: true to continue it, or give another session_id)"
