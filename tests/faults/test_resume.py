@@ -156,7 +156,7 @@ def test_a_killed_run_is_resumed_and_finishes_with_exact_tokens(
                 "the rows to catch up",
             )
             # a run its coordinator still owns is not resumed: one line, exit 2
-            busy = coordinator(["resume", "overnight", *args], state, **env_extra(env))
+            busy = coordinator(["resume", "overnight", *args], state, 60, **env_extra(env))
             assert busy.returncode == 2, busy.stderr
             assert "overnight is still running on" in busy.stderr
             assert len(busy.stderr.strip().splitlines()) == 1
