@@ -353,6 +353,7 @@ async def execute(
                 on_note=note_printer(console, enabled=not reporter.live and not req.quiet),
                 barrier_dsn=dsn,
                 handle_signals=False,
+                keep_config_dirs=state_dir_of(settings) / "claude-config" if db else None,
             )
             if prepare is not None:
                 prepare(orch)

@@ -9,10 +9,15 @@ and ``~/.claude.json``. Those (and ``settings.json``) are copied, 0600, into a 0
 directory the coordinator creates in the temp dir; the user's ``commands``, ``skills`` and
 ``agents`` are linked, so user-scope slash commands still resolve. The directory is
 removed when the instance ends.
+
+A run with a database keeps it instead (``keep_in``: under the state directory, one per
+orchestration and instance) until the instance completes: its session's transcript lives
+there, and ``coordinator resume`` (a later attempt, in another process) continues it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -37,20 +42,35 @@ def user_config(env: Mapping[str, str]) -> tuple[Path, Path]:
     return home / ".claude", home / GLOBAL_CONFIG
 
 
-def create_config_dir(env: Mapping[str, str], name: str) -> Path:
-    """A fresh config dir for instance ``name`` with the user's login in it."""
+def create_config_dir(env: Mapping[str, str], name: str, keep_in: Path | None = None) -> Path:
+    """A config dir for instance ``name`` with the user's login in it: fresh in the temp
+    dir, or (``keep_in``) the one an earlier attempt of the instance left there, if any,
+    with the login copied again (it may have been renewed since)."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40]
-    target = Path(tempfile.mkdtemp(prefix=f"coordinator-claude-{safe}-"))  # 0700
+    fresh = True
+    if keep_in is None:
+        target = Path(tempfile.mkdtemp(prefix=f"coordinator-claude-{safe}-"))  # 0700
+    else:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]  # two names, one safe form
+        target = keep_in / f"{safe}-{digest}"
+        keep_in.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            target.mkdir(mode=0o700)
+        except FileExistsError:
+            fresh = False
     try:
         source, global_config = user_config(env)
         for file in COPIED:
             _copy_private(source / file, target / file)
-        _copy_private(global_config, target / GLOBAL_CONFIG)
+        if fresh or not (target / GLOBAL_CONFIG).exists():  # claude keeps state in it
+            _copy_private(global_config, target / GLOBAL_CONFIG)
         for folder in LINKED:
-            if (source / folder).is_dir():
-                (target / folder).symlink_to(source / folder, target_is_directory=True)
+            link = target / folder
+            if (source / folder).is_dir() and not link.is_symlink():
+                link.symlink_to(source / folder, target_is_directory=True)
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)
+        if fresh:
+            shutil.rmtree(target, ignore_errors=True)
         raise
     return target
 
@@ -65,6 +85,7 @@ def _copy_private(source: Path, target: Path) -> None:
         data = source.read_bytes()
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
         return
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    target.unlink(missing_ok=True)  # a kept dir's old copy: replaced, never written through
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import structlog
 
@@ -101,6 +102,7 @@ class Orchestrator:
         handle_signals: bool = True,
         barrier_dsn: str | None = None,
         barrier_poll_s: float = 1.0,
+        keep_config_dirs: Path | None = None,
     ) -> None:
         self.plan = plan
         self.base_env = base_env
@@ -131,6 +133,11 @@ class Orchestrator:
         self._guardian: Guardian | None = None
         self._barrier_dsn = barrier_dsn
         self._barrier_poll_s = barrier_poll_s
+        # isolate_config_dir with a database: each instance's dir is kept here until it
+        # completes, so that a resume (another process) finds its session's transcript
+        self._keep_config_dirs = (
+            keep_config_dirs / plan.orchestration_id if keep_config_dirs is not None else None
+        )
         self.sync: SyncDriver | None = None
         # between attempts: why each instance goes on, when, and what wakes its wait early
         self._next: dict[str, tuple[float, str]] = {}
@@ -284,12 +291,16 @@ class Orchestrator:
             while launch is not None and self._may_launch(state):
                 if config_dir is None and self.plan.config.orchestration.isolate_config_dir:
                     # kept over every attempt: the session's transcript lives in it
-                    config_dir = create_config_dir(env, inst.name)
+                    config_dir = create_config_dir(env, inst.name, self._keep_config_dirs)
                     env["CLAUDE_CONFIG_DIR"] = str(config_dir)
                 await self._attempt(state, env, launch)
                 launch = await self._between_attempts(state)
         finally:
-            remove_config_dir(config_dir)
+            if self._keep_config_dirs is None or state.status is Status.COMPLETED:
+                remove_config_dir(config_dir)
+                with contextlib.suppress(OSError):  # the last one out removes the run's dir
+                    if self._keep_config_dirs is not None:
+                        self._keep_config_dirs.rmdir()
 
     def _first_attempt(self, state: InstanceState) -> AttemptLaunch | None:
         """The plan's own launch, or (an instance resumed from an earlier coordinator run)

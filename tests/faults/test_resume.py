@@ -49,9 +49,12 @@ def env_extra(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith("ANTHROPIC_") or k == "HOME"}
 
 
+@pytest.mark.parametrize("isolate", [False, True], ids=["shared-config", "isolated-config"])
 def test_a_killed_run_is_resumed_and_finishes_with_exact_tokens(
-    tmp_path: Path, pg_dsn: str
+    tmp_path: Path, pg_dsn: str, isolate: bool
 ) -> None:
+    """With ``isolate_config_dir`` the instance's claude config dir (and so its session's
+    transcript) must outlive the killed coordinator for the resume to continue it."""
     started = tmp_path / "slow" / "started.txt"
     script = {
         "conversations": {
@@ -90,6 +93,7 @@ def test_a_killed_run_is_resumed_and_finishes_with_exact_tokens(
                     "startup_delay": 0,
                     "idle_timeout": 900,
                     "workspace": str(tmp_path),
+                    "isolate_config_dir": isolate,
                 },
                 "instances": instances,
             }
@@ -213,3 +217,5 @@ def test_a_killed_run_is_resumed_and_finishes_with_exact_tokens(
     assert rows["slow"]["total_tokens"] == slow["total_tokens"]
     for session in sessions.values():
         assert alive_cmdlines(session) == []
+    kept = state / "claude-config" / "overnight"
+    assert not kept.exists(), list(kept.iterdir())  # every instance completed: removed
