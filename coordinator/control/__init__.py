@@ -1,0 +1,1 @@
+"""Control of a run from outside it: detaching, commands from other terminals, resuming."""
