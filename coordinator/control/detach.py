@@ -135,6 +135,25 @@ class HeldPidfile:
         self._fd = -1
 
 
+def refuse_if_held(path: Path, orchestration_id: str) -> None:
+    """The foreground's early look: a pidfile whose lock is held means a live run (a file
+    whose lock is free is stale and no obstacle). The daemon's own lock is what decides."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise PreflightError(f"pidfile {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            text = os.pread(fd, 4096, 0).decode(errors="replace")
+            raise AlreadyRunningError(_already_running(path, orchestration_id, text)) from None
+    finally:
+        os.close(fd)  # (and with it our shared lock)
+
+
 def _already_running(path: Path, orchestration_id: str, text: str) -> str:
     try:
         held = parse(text, str(path))
@@ -360,7 +379,9 @@ def detach(
         "output": results,
         "start_at": start_at.isoformat() if start_at else None,
     }
+    refuse_if_held(pidfile_path(state_dir, oid), oid)
     console_file = console_path(state_dir, oid)
+    fresh_console = not console_file.exists()
     try:
         out = console_file.open("ab")
     except OSError as exc:
@@ -404,6 +425,9 @@ def detach(
         _, _, rest = verdict.partition(" ")
         code_text, _, message = rest.partition(" ")
         _exit_code(proc)
+        if fresh_console:  # it holds only the line the user is shown now
+            with contextlib.suppress(OSError):
+                console_file.unlink()
         raise DetachRefused(message or verdict, int(code_text) if code_text.isdigit() else 1)
     if req.json_output:
         sys.stdout.write(orjson.dumps(detached.as_json(), option=orjson.OPT_INDENT_2).decode())
