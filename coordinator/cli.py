@@ -315,6 +315,7 @@ def _run_detached(kw: dict[str, Any]) -> int:
     from coordinator.control.detach import DetachedChild
 
     with DetachedChild(kw["detached_ready_fd"]) as child:
+        kw = {**kw, **child.receive_secrets()}
         settings = _settings_and_logging(kw, dry_run=False)
         req = _request(kw, dry_run=False)
         if not (kw.get("orchestration_id") and kw.get("output")):

@@ -63,6 +63,9 @@ READY = "ready"
 READY_FD_OPTION = "--detached-ready-fd"
 # what the daemon's argv never carries over from the foreground's flags
 _NOT_PASSED = frozenset({"detach", "detached_ready_fd", "dry_run", "json_output"})
+# flags that may carry a password: they travel on the daemon's stdin, never in its argv
+# (which ``ps`` shows to every user for the whole night)
+SECRET_FLAGS = frozenset({"database_url"})
 
 
 class AlreadyRunningError(CoordinatorError):
@@ -184,6 +187,21 @@ class DetachedChild:
         with contextlib.suppress(OSError):
             os.set_inheritable(fd, False)  # no instance or tool gets it
         self._pidfile: HeldPidfile | None = None
+
+    def receive_secrets(self) -> dict[str, Any]:
+        """What the foreground sent on stdin (the flags kept out of argv); stdin is then
+        /dev/null, as a daemon's is."""
+        data = sys.stdin.buffer.read()
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        try:
+            sent = orjson.loads(data) if data else {}
+        except orjson.JSONDecodeError:
+            sent = {}
+        if not isinstance(sent, dict):
+            return {}
+        return {k: v for k, v in sent.items() if k in SECRET_FLAGS}
 
     def lock(
         self, state_dir: Path, orchestration_id: str, log_file: Path | None, results: Path
@@ -327,12 +345,14 @@ def child_argv(
     the words typed, so nothing is re-read differently later), with ``overrides``."""
     argv = [sys.executable, "-m", "coordinator.cli", "run"]
     for param in params:
-        if not isinstance(param, click.Option) or param.name in _NOT_PASSED or not param.name:
+        if not isinstance(param, click.Option) or not param.name:
+            continue
+        if param.name in _NOT_PASSED | SECRET_FLAGS:
             continue
         value = overrides.get(param.name, kw.get(param.name))
-        flag = max(param.opts, key=len)
         if value is None or value is False or value == ():
             continue
+        flag = max(param.opts, key=len)
         if param.is_flag:
             argv.append(flag)
         elif param.multiple:
@@ -391,7 +411,7 @@ def detach(
         with out:
             proc = subprocess.Popen(
                 [*child_argv(params, kw, overrides), READY_FD_OPTION, str(write_end)],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE,
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
@@ -399,6 +419,9 @@ def detach(
             )
     finally:
         os.close(write_end)
+    assert proc.stdin is not None
+    with contextlib.suppress(OSError), proc.stdin:  # a few bytes: the pipe's buffer takes them
+        proc.stdin.write(orjson.dumps({k: kw.get(k) for k in SECRET_FLAGS}))
     try:
         verdict = _await_verdict(read_end, proc)
     finally:

@@ -448,6 +448,7 @@ def test_detached_run_with_postgres(
     for command in ("coordinator attach pgnight", "coordinator status pgnight"):
         assert command in done.stdout, done.stdout
     pid = _pid_of(state, "pgnight")
+    assert dsn not in " ".join(psutil.Process(pid).cmdline())  # it went on the daemon's stdin
     wait_for((tmp_path / "a.started").exists, 30, "the instance to start")
 
     def status() -> dict[str, Any]:
@@ -471,3 +472,38 @@ def test_detached_run_with_postgres(
     assert again.returncode == 2, again.stderr
     assert "already exists" in _one_line_error(again.stderr)
     assert _daemons(tmp_path) == []
+
+
+def test_a_killed_daemon_leaves_no_orphans_and_its_id_free(
+    tmp_path: Path, reap_daemons: None
+) -> None:
+    """SIGKILL of the detached coordinator: its guardian reaps the instances; the pidfile it
+    could not remove is stale (lock free), so the same id can be detached again."""
+    tag = uuid.uuid4().hex
+    state = tmp_path / "state"
+    config = write_config(tmp_path, {"a": _held(tmp_path, tag)})
+    argv = _argv(tmp_path, config, "--no-db", "--orchestration-id", "doomed")
+    env = coordinator_env(state)
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+    assert done.returncode == 0, done.stderr
+    pid = _pid_of(state, "doomed")
+    wait_for(lambda: len(alive_cmdlines(tag)) == 1, 30, "the tool's grandchild to run")
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: _gone(pid), 10, "the daemon to die")
+    wait_for(lambda: alive_cmdlines(tag) == [], 15, "the guardian to reap the instance")
+    assert (state / "runs" / "doomed.pid").exists()  # stale: nobody holds its lock
+
+    (tmp_path / "a.started").unlink()
+    (tmp_path / "a.go").touch()
+    again = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
+    )
+    assert again.returncode == 0, again.stderr
+    second = _pid_of(state, "doomed")
+    assert second != pid
+    wait_for(lambda: _gone(second), 30, "the second run to end")
+    assert _results(tmp_path)["instances"][0]["total_tokens"] == 15
+    assert not (state / "runs" / "doomed.pid").exists()
+    wait_for(lambda: alive_cmdlines(tag) == [], 5, "no orphans")
