@@ -196,11 +196,11 @@ class DetachedChild:
         os.dup2(null, 0)
         os.close(null)
         try:
-            sent = orjson.loads(data) if data else {}
+            sent = orjson.loads(data)
         except orjson.JSONDecodeError:
-            sent = {}
-        if not isinstance(sent, dict):
-            return {}
+            sent = None
+        if not isinstance(sent, dict):  # never run on other settings than the user gave
+            raise UsageError("the foreground of --detach went away before it passed the run on")
         return {k: v for k, v in sent.items() if k in SECRET_FLAGS}
 
     def lock(

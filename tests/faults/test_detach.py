@@ -507,3 +507,41 @@ def test_a_killed_daemon_leaves_no_orphans_and_its_id_free(
     assert _results(tmp_path)["instances"][0]["total_tokens"] == 15
     assert not (state / "runs" / "doomed.pid").exists()
     wait_for(lambda: alive_cmdlines(tag) == [], 5, "no orphans")
+
+
+def test_a_daemon_that_dies_before_it_is_ready_is_reported(
+    tmp_path: Path, reap_daemons: None
+) -> None:
+    """The daemon hangs in its database check (a server that accepts and never answers)
+    and is killed there: the foreground says so, with where to look, and exits 1."""
+    import socket
+
+    state = tmp_path / "state"
+    config = write_config(tmp_path, {"a": _held(tmp_path, uuid.uuid4().hex)})
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        url = f"postgresql://u@127.0.0.1:{mute.getsockname()[1]}/x"
+        argv = _argv(tmp_path, config, "--orchestration-id", "early", "--database-url", url)
+        front = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=coordinator_env(state),
+        )
+        try:
+            wait_for(lambda: len(_daemons(tmp_path)) == 1, 30, "the daemon to start")
+            (daemon,) = _daemons(tmp_path)
+            daemon.kill()
+            _, err = front.communicate(timeout=30)
+        finally:
+            if front.poll() is None:
+                front.kill()
+                front.wait()
+    assert front.returncode == 1, err
+    line = _one_line_error(err)
+    assert "ended before it was ready (exit -9)" in line, line
+    assert str(state / "runs" / "early.out") in line, line
+    assert not (tmp_path / "a.started").exists()
