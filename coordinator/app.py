@@ -42,6 +42,8 @@ from coordinator.status.render import ReportOptions
 
 log = structlog.get_logger("coordinator.app")
 
+COUNTDOWN_LINE_EVERY_S = 600.0
+
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
@@ -61,6 +63,16 @@ class RunRequest:
     max_line_length: int = 120
     max_line_bytes: int | None = None
     skip_command_check: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RunHooks:
+    """What a run tells whoever started it (a detached run's pidfile and readiness pipe):
+    ``ready`` once every check passed, before any ``--start-at`` wait; ``launching`` when
+    the wait is over and instances are about to start."""
+
+    ready: Callable[[RunPlan], None] = lambda plan: None
+    launching: Callable[[], None] = lambda: None
 
 
 def make_plan(req: RunRequest, settings: Settings, *, need_claude: bool) -> RunPlan:
@@ -159,17 +171,24 @@ async def wait_for_start(plan: RunPlan, console: Console) -> bool:
     try:
         target = plan.start_at.timestamp()
         console.print(f"Waiting until {plan.start_at.isoformat()} to start.", highlight=False)
+        log.info("scheduled", start_at=plan.start_at.isoformat())
+        next_line = 0.0  # off a terminal (a log, a detached run): a countdown line now and then
         with console.status("") as status:
             while (left := target - time.time()) > 0:
-                status.update(
-                    f"starts at {plan.start_at:%Y-%m-%d %H:%M:%S %Z} "
-                    f"in {format_countdown(left)} (Ctrl-C to cancel)"
+                countdown = (
+                    f"starts at {plan.start_at:%Y-%m-%d %H:%M:%S %Z} in {format_countdown(left)}"
                 )
+                status.update(f"{countdown} (Ctrl-C to cancel)")
+                if not console.is_terminal and time.monotonic() >= next_line:
+                    console.print(countdown, highlight=False)
+                    next_line = time.monotonic() + COUNTDOWN_LINE_EVERY_S
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), min(1.0, left))
                 if stop.is_set():
                     console.print("Cancelled before start: nothing was launched.")
+                    log.info("cancelled before start")
                     return False
+        log.info("start time reached", start_at=plan.start_at.isoformat())
         return True
     finally:
         for sig in STOP_SIGNALS:
@@ -288,13 +307,19 @@ def launch_of(req: RunRequest, output: Path) -> dict[str, Any]:
     )
 
 
-async def run(req: RunRequest, settings: Settings, console: Console) -> int:
+async def run(
+    req: RunRequest, settings: Settings, console: Console, hooks: RunHooks | None = None
+) -> int:
+    hooks = hooks or RunHooks()
     plan = make_plan(req, settings, need_claude=True)
     for warning in preflight(plan, req, os.environ):
         console.print(f"warning: {warning}", style="yellow", highlight=False)
     db = await check_database(req, settings, plan, lambda line: console.print(line))
     try:
+        hooks.ready(plan)
         started = await wait_for_start(plan, console)
+        if started:
+            hooks.launching()
     except BaseException:
         if db is not None:
             await db.store.close()

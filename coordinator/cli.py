@@ -162,6 +162,13 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
     ),
     click.option("--json", "json_output", is_flag=True, help="Machine-readable output."),
     click.option("--log-file", type=click.Path(path_type=Path)),
+    click.option(
+        "--detach",
+        is_flag=True,
+        help="Check everything, then run in the background (own session, pidfile in the "
+        "state directory); print how to watch and stop it. With --json: that as JSON.",
+    ),
+    click.option("--detached-ready-fd", type=int, hidden=True),  # the daemon of --detach
 ]
 
 
@@ -260,7 +267,7 @@ def _settings_and_logging(kw: dict[str, Any], dry_run: bool) -> Settings:
             hint=" (set COORDINATOR_STATE_DIR, or run with --no-db)",
         )
     explicit = kw.get("log_file") or settings.log_file
-    log_file = explicit or state_dir / "logs" / "coordinator.jsonl"
+    log_file = _log_file(kw, settings)
     origin = "--log-file" if kw.get("log_file") else "COORDINATOR_LOG_FILE" if explicit else "log"
     try:
         writable_file(log_file, origin)
@@ -279,13 +286,54 @@ def _settings_and_logging(kw: dict[str, Any], dry_run: bool) -> Settings:
     return settings
 
 
+def _log_file(kw: dict[str, Any], settings: Settings) -> Path:
+    from coordinator.statedir import default_state_dir
+
+    explicit = kw.get("log_file") or settings.log_file
+    return explicit or (settings.state_dir or default_state_dir()) / "logs" / "coordinator.jsonl"
+
+
 def _execute(kw: dict[str, Any], dry_run: bool) -> int:
+    if kw.get("detached_ready_fd") is not None:
+        return _run_detached(kw)
     settings = _settings_and_logging(kw, dry_run)
     req = _request(kw, dry_run)
     console = _console(stderr=req.json_output and not dry_run)
+    if kw.get("detach"):
+        from coordinator.control.detach import detach
+
+        log_file = _log_file(kw, settings)
+        return detach(
+            req,
+            settings,
+            console,
+            params=run_cmd.params,
+            kw=kw,
+            log_file=log_file if log_file.is_file() else None,
+        )
     if dry_run:
         return app.dry_run(req, settings, console)
     return asyncio.run(app.run(req, settings, console))
+
+
+def _run_detached(kw: dict[str, Any]) -> int:
+    """The daemon ``--detach`` started: the same run, its pidfile locked, its verdict (ready
+    or the error that refused it) sent back to the foreground."""
+    from coordinator.control.detach import DetachedChild
+
+    with DetachedChild(kw["detached_ready_fd"]) as child:
+        kw = {**kw, **child.receive_secrets()}
+        settings = _settings_and_logging(kw, dry_run=False)
+        req = _request(kw, dry_run=False)
+        if not (kw.get("orchestration_id") and kw.get("output")):
+            raise UsageError("--detached-ready-fd is internal to --detach")
+        child.lock(
+            app.state_dir_of(settings),
+            kw["orchestration_id"],
+            _log_file(kw, settings),
+            kw["output"].absolute(),
+        )
+        return asyncio.run(app.run(req, settings, _console(), hooks=child.hooks()))
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
