@@ -123,3 +123,39 @@ async def test_failures_a_new_attempt_would_repeat_are_not_retried(tmp_path: Pat
     assert [a.status for a in busy.attempt_log] == ["failed", "failed"]
     assert busy.attempt_log[-1].then is None
     assert server.served_count("busy") == 2
+
+
+async def test_a_named_session_is_continued_by_a_later_run_with_resume(tmp_path: Path) -> None:
+    """``session_id: "notes"`` maps to the same UUID in every run of the config: a second
+    run with ``resume: true`` continues the first run's conversation; one without it is
+    refused by claude ("already in use"), which the instance's error says plainly."""
+    script = {
+        "conversations": {
+            "notes": {"responses": [respond(0, text="first run"), respond(1, text="second run")]}
+        }
+    }
+    base = instance("notes", session_id="notes")
+
+    async def one_run(orch_id: str, inst: dict[str, Any], server: ModelServer) -> Any:
+        plan = offline_plan(tmp_path, {"instances": [inst]}, orch_id)
+        orch = Orchestrator(
+            plan,
+            base_env=base_env(),
+            limits=Limits(timeout=60),
+            instance_env=offline_env(server, tmp_path / "home"),
+        )
+        return (await orch.run()).states[0]
+
+    async with ModelServer(script) as server:
+        first = await one_run("run-1", base, server)
+        again = await one_run("run-2", base, server)
+        resumed = await one_run("run-3", {**base, "resume": True}, server)
+    assert first.status is Status.COMPLETED
+    assert first.plan.session_id == again.plan.session_id == resumed.plan.session_id
+    assert again.status is Status.FAILED and again.error is not None
+    assert again.error.startswith(f"session {first.plan.session_id} is already in use")
+    assert "resume: true" in again.error
+    assert resumed.status is Status.COMPLETED, (resumed.error, list(resumed.stderr_tail))
+    requests = [r for r in server.requests if r.key == "notes" and not r.auxiliary]
+    assert len(requests) == 2  # the refused run never reached the API
+    assert requests[1].message_count > requests[0].message_count  # run 1's turn sent again
