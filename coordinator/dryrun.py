@@ -136,7 +136,9 @@ def _session_note(inst: PlannedInstance) -> str:
     if inst.session_source == "uuid":
         return "given" + (", resumed" if inst.resume else "")
     if inst.session_source == "name":
-        return "mapped from session name" + (", resumed" if inst.resume else "")
+        return "mapped from session name + workspace, the same in every run" + (
+            ", resumed" if inst.resume else ""
+        )
     return "derived from orchestration id + name"
 
 
