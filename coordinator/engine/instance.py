@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
+from coordinator.limits import warning_text
 from coordinator.redact import Redactor
 from runner.argv import user_turn_line
 from runner.events import (
@@ -22,6 +23,7 @@ from runner.events import (
     ApiRetry,
     Assistant,
     Event,
+    RateLimit,
     Result,
     SystemInit,
     UserToolResults,
@@ -209,6 +211,11 @@ class InstanceRun:
         elif isinstance(event, SystemInit):
             state.init_version = event.claude_code_version
             state.last_event = "initialised"
+        elif isinstance(event, RateLimit):
+            state.rate_limit = event  # the latest; the CLI writes one only when it changes
+            if event.warning:
+                state.last_event = self._clip(warning_text(event, now=time.time()))
+                self.hooks.on_status(state)
 
     def _result(self, event: Result) -> None:
         state = self.state
