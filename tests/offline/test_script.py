@@ -225,20 +225,20 @@ def test_rejected_rate_limit_is_a_429_error() -> None:
 
 
 @pytest.mark.parametrize(
-    ("rate_limit", "extra", "fragment"),
+    ("rate_limit", "extra", "at", "fragment"),
     [
-        ({"status": "rejected"}, {"text": "x"}, "a rejected rate_limit response cannot also have"),
-        ({"status": "rejected"}, {"error": {"status": 529}}, "must be 429"),
-        ({"status": "blocked"}, {}, "Input should be"),
-        ({"utilization_5h": 1.5}, {}, "less than or equal to 1"),
-        ({"resets_in_s": 5, "resets_at": 9}, {}, "not both"),
-        ({"colour": "red"}, {}, "Extra inputs"),
+        ({"status": "rejected"}, {"text": "x"}, "", "a rejected rate_limit response cannot"),
+        ({"status": "rejected"}, {"error": {"status": 529}}, "", "must be 429"),
+        ({"status": "blocked"}, {}, ".rate_limit.status", "Input should be"),
+        ({"utilization_5h": 1.5}, {}, ".rate_limit.utilization_5h", "less than or equal to 1"),
+        ({"resets_in_s": 5, "resets_at": 9}, {}, ".rate_limit", "not both"),
+        ({"colour": "red"}, {}, ".rate_limit.colour", "Extra inputs"),
     ],
 )
 def test_invalid_rate_limits_name_the_field(
-    rate_limit: dict[str, Any], extra: dict[str, Any], fragment: str
+    rate_limit: dict[str, Any], extra: dict[str, Any], at: str, fragment: str
 ) -> None:
     data = {"default": {"responses": [{"rate_limit": rate_limit, **extra}]}}
     with pytest.raises(ConfigError, match=fragment) as caught:
         load_script(data)
-    assert "default.responses.0" in str(caught.value)
+    assert f"default.responses.0{at}" in str(caught.value)
