@@ -197,6 +197,12 @@ class RateLimit:
         return self.status == "rejected"
 
     @property
+    def limited(self) -> bool:
+        """Rejected and not paid by overage: requests on this account now fail. (A
+        ``rejected`` with ``isUsingOverage: true`` comes on a served 200; the run goes on.)"""
+        return self.status == "rejected" and not self.using_overage
+
+    @property
     def warning(self) -> bool:
         return self.status == "allowed_warning"
 

@@ -53,7 +53,8 @@ def limit_of(
 ) -> RateLimited | None:
     """A usage limit if the attempt ended on one, else None (an ordinary error or success).
 
-    A rejected last ``rate_limit_event`` decides (unless the attempt still succeeded);
+    A rejected last ``rate_limit_event`` decides (unless the attempt still succeeded or the
+    event says overage pays: ``isUsingOverage``);
     without one, a result with 429 and ``api_error: usage_limit_reached`` or the "hit your
     ... limit" text does. The reset comes from the event, else from the text (``now``, the
     current epoch time, is needed to place a bare "10:36am" on the right day).
@@ -61,7 +62,7 @@ def limit_of(
     text = result.text if result is not None else None
     if result is not None and not result.is_error:
         return None
-    if last_rate_limit is not None and last_rate_limit.rejected:
+    if last_rate_limit is not None and last_rate_limit.limited:
         resets_at = last_rate_limit.resets_at
         if resets_at is None and text:
             resets_at = parse_reset_text(text, now=_now(now))

@@ -113,7 +113,8 @@ REJECTED_MESSAGE = "This request would exceed your account's rate limit. Please 
 class RateLimit(_Model):
     """The unified rate-limit headers of a subscription (OAuth) account on one response.
 
-    ``rejected`` is served as a 429 ``rate_limit_error`` carrying the headers; ``allowed``
+    ``rejected`` is served as a 429 ``rate_limit_error`` carrying the headers (unless
+    ``overage_status`` is allowed(_warning): then overage pays and it is a 200); ``allowed``
     and ``allowed_warning`` go on the normal 200 answer. The reset is ``resets_in_s``
     seconds after the server answers (scripts stay reusable) or ``resets_at`` (epoch s);
     neither means 5 hours ahead. ``type`` is the representative claim (the window that
@@ -227,8 +228,15 @@ class Response(_Model):
 
     @property
     def rejected(self) -> bool:
-        """The account limit refuses this request: a 429 with the unified headers."""
-        return self.rate_limit is not None and self.rate_limit.status == "rejected"
+        """The account limit refuses this request: a 429 with the unified headers. A
+        ``rejected`` limit whose ``overage_status`` is allowed(_warning) is served (200):
+        the request is paid by overage (the CLI then says ``isUsingOverage: true``)."""
+        limit = self.rate_limit
+        return (
+            limit is not None
+            and limit.status == "rejected"
+            and limit.overage_status not in ("allowed", "allowed_warning")
+        )
 
     @property
     def effective_error(self) -> ApiError | None:

@@ -52,7 +52,9 @@ Facts verified against claude 2.1.329 in ``-p`` mode (see tests/offline/test_cla
   A ``rejected`` 429 is not retried: one request, then result ``is_error: true``,
   ``api_error_status: 429``, ``api_error: "usage_limit_reached"``, ``terminal_reason:
   "api_error"``, text "You've hit your 5-hour limit · resets 10:36am (UTC)", exit code 1.
-  With an API key the same 429 is retried like any 429 and no event is written.
+  With an API key the same 429 is retried like any 429 and no event is written. A
+  ``rejected`` with ``overage_status: allowed`` is served as a 200 (overage pays): the
+  event says ``isUsingOverage: true`` and the run goes on.
 
 Models: a response's ``model`` if the script sets one, else the requested model (so the
 CLI's cost table applies), else ``claude-sonnet-4-5``.

@@ -252,3 +252,21 @@ def test_reused_session_id_and_unknown_resume(claude_bin: str, tmp_path: Path) -
     assert result["subtype"] == "error_during_execution" and result["is_error"] is True
     assert result["errors"] == [f"No conversation found with session ID: {missing}"]
     assert result["session_id"] == missing and unknown.of("system", "init") == []
+
+
+def test_rejected_but_paid_by_overage_goes_on(claude_bin: str, tmp_path: Path) -> None:
+    limit = {"status": "rejected", "overage_status": "allowed", "utilization_5h": 1.0}
+    script = {"default": {"responses": [{"text": "paid", "rate_limit": limit}]}}
+    with serve_in_thread(script) as server:
+        run = _claude(claude_bin, tmp_path, server.url)("--", "work")
+    assert run.returncode == 0 and run.result["result"] == "paid"
+    (info,) = [e["rate_limit_info"] for e in run.of("rate_limit_event")]
+    assert (info["status"], info["overageStatus"], info["isUsingOverage"]) == (
+        "rejected",
+        "allowed",
+        True,
+    )
+    (event,) = run.typed("rate_limit_event")
+    assert event.rejected and not event.limited
+    (parsed,) = run.typed("result")
+    assert limit_of(parsed, event) is None

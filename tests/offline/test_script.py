@@ -242,3 +242,10 @@ def test_invalid_rate_limits_name_the_field(
     with pytest.raises(ConfigError, match=fragment) as caught:
         load_script(data)
     assert f"default.responses.0{at}" in str(caught.value)
+
+
+def test_rejected_paid_by_overage_is_served() -> None:
+    paid = Response.model_validate(
+        {"text": "x", "rate_limit": {"status": "rejected", "overage_status": "allowed"}}
+    )
+    assert not paid.rejected and paid.effective_error is None

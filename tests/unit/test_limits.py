@@ -179,6 +179,13 @@ def test_killed_process_after_a_rejected_event_is_a_limit() -> None:
     )
 
 
+def test_rejected_but_paid_by_overage_is_not_a_limit() -> None:
+    paid = RateLimit("rejected", NOW + 600, "five_hour", None, True)
+    assert paid.rejected and not paid.limited
+    assert limit_of(None, paid, now=NOW) is None
+    assert limit_of(_result("boom", status=500, api_error=None), paid, now=NOW) is None
+
+
 # ------------------------------------------------------------------ parse_reset_text
 
 
