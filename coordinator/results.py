@@ -13,6 +13,7 @@ import orjson
 from coordinator.engine.orchestrator import RunOutcome
 from coordinator.engine.state import InstanceState, Status
 from coordinator.plan import RunPlan
+from runner.events import RateLimit
 
 SCHEMA_VERSION = 1
 
@@ -66,7 +67,26 @@ def instance_result(state: InstanceState) -> dict[str, Any]:
         "lines": state.lines,
         "skipped_lines": state.skipped_lines,
         "claude_code_version": state.init_version,
+        "rate_limit": rate_limit_result(state.rate_limit),
         "scenario": plan.scenario.model_dump() if plan.scenario else None,
+    }
+
+
+def rate_limit_result(event: RateLimit | None) -> dict[str, Any] | None:
+    """The latest account usage-limit state an instance saw, None if it saw none."""
+    if event is None:
+        return None
+    return {
+        "status": event.status,
+        "resets_at": iso(event.resets_at),
+        "type": event.limit_type,
+        "utilization": event.utilization,
+        "windows": {
+            name: window.utilization
+            for name, window in event.windows.items()
+            if window.utilization is not None
+        },
+        "using_overage": event.using_overage,
     }
 
 

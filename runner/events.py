@@ -161,6 +161,50 @@ class Result:
     permission_denials: tuple[PermissionDenial, ...]
     api_error_status: int | None
     text: str | None
+    api_error: str | None = None  # e.g. "usage_limit_reached" (an account usage limit)
+    terminal_reason: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class WindowUsage:
+    """One window of ``rate_limit_info.unifiedWindows`` (five_hour, seven_day, ...)."""
+
+    utilization: float | None
+    resets_at: float | None
+    status: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class RateLimit:
+    """``rate_limit_event``: the account's usage-limit state, written when it changes.
+
+    Only a subscription (OAuth) login gets these (see FACTS-limits.md). ``status`` is
+    ``allowed``, ``allowed_warning`` or ``rejected``; any other text is kept as is.
+    ``utilization`` (0..1) is the representative window's, top-level at allowed_warning,
+    else taken from ``windows`` for ``limit_type`` when present.
+    """
+
+    status: str
+    resets_at: float | None
+    limit_type: str | None
+    utilization: float | None
+    using_overage: bool
+    surpassed_threshold: float | None = None
+    windows: dict[str, WindowUsage] = field(default_factory=dict, compare=False)
+
+    @property
+    def rejected(self) -> bool:
+        return self.status == "rejected"
+
+    @property
+    def limited(self) -> bool:
+        """Rejected and not paid by overage: requests on this account now fail. (A
+        ``rejected`` with ``isUsingOverage: true`` comes on a served 200; the run goes on.)"""
+        return self.status == "rejected" and not self.using_overage
+
+    @property
+    def warning(self) -> bool:
+        return self.status == "allowed_warning"
 
 
 @dataclass(slots=True, frozen=True)
@@ -185,6 +229,7 @@ Event = (
     | Assistant
     | UserToolResults
     | Result
+    | RateLimit
     | Activity
     | Other
 )
@@ -240,6 +285,8 @@ def parse_event(obj: dict[str, Any]) -> Event:
             return _user(obj)
         if kind == "result":
             return _result(obj)
+        if kind == "rate_limit_event":
+            return _rate_limit(obj)
         if kind == "system":
             sub = obj.get("subtype")
             if sub == "init":
@@ -338,7 +385,55 @@ def _result(obj: dict[str, Any]) -> Result:
         permission_denials=denials,
         api_error_status=status if isinstance(status, int) else None,
         text=text[:_TEXT_PREVIEW] if isinstance(text, str) else None,
+        api_error=_str(obj.get("api_error")),
+        terminal_reason=_str(obj.get("terminal_reason")),
     )
+
+
+def _rate_limit(obj: dict[str, Any]) -> RateLimit:
+    info = obj.get("rate_limit_info")
+    info = info if isinstance(info, dict) else {}
+    status = info.get("status")
+    limit_type = _str(info.get("rateLimitType"))
+    raw_windows = info.get("unifiedWindows")
+    windows = {
+        str(name): WindowUsage(
+            _fraction(window.get("utilization")),
+            _epoch(window.get("resetsAt")),
+            _str(window.get("status")),
+        )
+        for name, window in (raw_windows.items() if isinstance(raw_windows, dict) else ())
+        if isinstance(window, dict)
+    }
+    utilization = _fraction(info.get("utilization"))
+    if utilization is None and limit_type in windows:
+        utilization = windows[limit_type].utilization
+    return RateLimit(
+        status=status if isinstance(status, str) and status else "unknown",
+        resets_at=_epoch(info.get("resetsAt")),
+        limit_type=limit_type,
+        utilization=utilization,
+        using_overage=info.get("isUsingOverage") is True,
+        surpassed_threshold=_fraction(info.get("surpassedThreshold")),
+        windows=windows,
+    )
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if number == number and abs(number) != float("inf") else None
+
+
+def _fraction(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and number >= 0 else None
+
+
+def _epoch(value: Any) -> float | None:
+    number = _number(value)
+    return number if number is not None and number > 0 else None
 
 
 def _init(obj: dict[str, Any]) -> SystemInit:

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from coordinator.control.attempts import AttemptLaunch, Ending, first_launch
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
+from coordinator.limits import warning_text
 from coordinator.redact import Redactor
 from runner.argv import user_turn_line
 from runner.events import (
@@ -24,6 +25,7 @@ from runner.events import (
     Assistant,
     Event,
     MessageStart,
+    RateLimit,
     Result,
     SystemInit,
     UserToolResults,
@@ -230,6 +232,11 @@ class InstanceRun:
         elif isinstance(event, SystemInit):
             state.init_version = event.claude_code_version
             state.last_event = "initialised"
+        elif isinstance(event, RateLimit):
+            state.rate_limit = event  # the latest; the CLI writes one only when it changes
+            if event.warning:
+                state.last_event = self._clip(warning_text(event, now=time.time()))
+                self.hooks.on_status(state)
 
     def _result(self, event: Result) -> None:
         state = self.state

@@ -10,6 +10,7 @@ from enum import StrEnum
 from coordinator.barrier.rules import point_label
 from coordinator.plan import PlannedInstance
 from runner.accounting import Accountant
+from runner.events import RateLimit
 from runner.progress import MilestoneTracker, ProgressTracker
 
 
@@ -108,6 +109,7 @@ class InstanceState:
     bytes: int = 0
     skipped_lines: int = 0
     init_version: str | None = None
+    rate_limit: RateLimit | None = None  # the latest rate_limit_event (subscription logins)
     milestone_hits: list[MilestoneHit] = field(default_factory=list)
     budget_notes: list[str] = field(default_factory=list)
     attempts: int = 0  # processes launched for this instance, over every coordinator run

@@ -3,6 +3,7 @@
 from coordinator.offline.script import (
     ApiError,
     Conversation,
+    RateLimit,
     Response,
     Script,
     ToolUse,
@@ -23,6 +24,7 @@ __all__ = [
     "Conversation",
     "ModelServer",
     "ModelServerThread",
+    "RateLimit",
     "RequestRecord",
     "Response",
     "Script",

@@ -101,8 +101,97 @@ class ApiError(_Model):
         return self.message or f"offline scripted error {self.status}"
 
 
+RateLimitStatus = Literal["allowed", "allowed_warning", "rejected"]
+# The windows the unified headers report, as (representative claim, header infix).
+RATE_LIMIT_WINDOWS: tuple[tuple[str, str, int], ...] = (
+    ("five_hour", "5h", 5 * 3600),
+    ("seven_day", "7d", 7 * 24 * 3600),
+)
+REJECTED_MESSAGE = "This request would exceed your account's rate limit. Please try again later."
+
+
+class RateLimit(_Model):
+    """The unified rate-limit headers of a subscription (OAuth) account on one response.
+
+    ``rejected`` is served as a 429 ``rate_limit_error`` carrying the headers (unless
+    ``overage_status`` is allowed(_warning): then overage pays and it is a 200); ``allowed``
+    and ``allowed_warning`` go on the normal 200 answer. The reset is ``resets_in_s``
+    seconds after the server answers (scripts stay reusable) or ``resets_at`` (epoch s);
+    neither means 5 hours ahead. ``type`` is the representative claim (the window that
+    decides). ``utilization_5h``/``utilization_7d`` are the per-window spent fractions;
+    the window named by ``type`` resets at the reset above, the other one at the end of a
+    full window from now. At ``allowed_warning`` the representative window also gets
+    ``-status: allowed_warning`` and ``-surpassed-threshold`` (``surpassed_threshold``,
+    else that window's utilization, else 0.75): the pinned CLI derives its warning from
+    those per-window headers, not from the top-level status (see FACTS-limits.md).
+    """
+
+    status: RateLimitStatus = "allowed"
+    resets_in_s: float | None = Field(default=None, ge=0)
+    resets_at: float | None = Field(default=None, ge=0)
+    type: str = Field(default="five_hour", min_length=1)
+    utilization_5h: float | None = Field(default=None, ge=0, le=1)
+    utilization_7d: float | None = Field(default=None, ge=0, le=1)
+    surpassed_threshold: float | None = Field(default=None, ge=0, le=1)
+    overage_status: RateLimitStatus | None = None
+    overage_disabled_reason: str | None = Field(default=None, min_length=1)
+    fallback_available: bool = False
+
+    @model_validator(mode="after")
+    def _one_reset(self) -> RateLimit:
+        if self.resets_in_s is not None and self.resets_at is not None:
+            raise ValueError("give resets_in_s or resets_at, not both")
+        return self
+
+    def reset_epoch(self, now: float) -> int:
+        """The reset as epoch seconds, for a response answered at ``now``."""
+        if self.resets_at is not None:
+            return round(self.resets_at)
+        return round(now + (self.resets_in_s if self.resets_in_s is not None else 5 * 3600))
+
+    def headers(self, now: float) -> dict[str, str]:
+        """The ``anthropic-ratelimit-unified-*`` headers as the real API names them."""
+        prefix = "anthropic-ratelimit-unified-"
+        reset = self.reset_epoch(now)
+        headers = {
+            prefix + "status": self.status,
+            prefix + "reset": str(reset),
+            prefix + "representative-claim": self.type,
+            prefix + "fallback": "available" if self.fallback_available else "unavailable",
+        }
+        utilizations = {"five_hour": self.utilization_5h, "seven_day": self.utilization_7d}
+        for claim, infix, window_s in RATE_LIMIT_WINDOWS:
+            utilization = utilizations[claim]
+            representative = claim == self.type
+            if utilization is None and not representative:
+                continue
+            window_status = self.status if representative else "allowed"
+            if utilization is not None:
+                headers[f"{prefix}{infix}-utilization"] = f"{utilization:g}"
+            headers[f"{prefix}{infix}-reset"] = str(
+                reset if representative else round(now) + window_s
+            )
+            headers[f"{prefix}{infix}-status"] = window_status
+            if representative and self.status == "allowed_warning":
+                threshold = self.surpassed_threshold
+                if threshold is None:
+                    threshold = utilization if utilization is not None else 0.75
+                headers[f"{prefix}{infix}-surpassed-threshold"] = f"{threshold:g}"
+        if self.overage_status is not None:
+            headers[prefix + "overage-status"] = self.overage_status
+            headers[prefix + "overage-reset"] = str(reset)
+        if self.overage_disabled_reason is not None:
+            headers[prefix + "overage-disabled-reason"] = self.overage_disabled_reason
+        return headers
+
+
 class Response(_Model):
-    """One HTTP response: a streamed assistant message, an error, or a faulty stream."""
+    """One HTTP response: a streamed assistant message, an error, or a faulty stream.
+
+    ``rate_limit`` adds a subscription account's unified rate-limit headers; a
+    ``rejected`` one makes this response a 429 ``rate_limit_error`` (the ``error``, if
+    given, sets its message and ``x-should-retry``).
+    """
 
     text: str | None = None
     thinking: str | None = None
@@ -114,11 +203,14 @@ class Response(_Model):
     chunk_delay_s: float = Field(default=0.0, ge=0)
     error: ApiError | None = None
     fault: Fault | None = None
+    rate_limit: RateLimit | None = None
     repeat: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _error_excludes_content(self) -> Response:
-        if self.error is not None:
+        if self.rejected and self.error is not None and self.error.status != 429:
+            raise ValueError("a rejected rate_limit is a 429; the error status must be 429")
+        if self.error is not None or self.rejected:
             content = [
                 name
                 for name, value in (
@@ -130,8 +222,30 @@ class Response(_Model):
                 if value is not None
             ]
             if content:
-                raise ValueError(f"an error response cannot also have {', '.join(content)}")
+                what = "an error" if self.error is not None else "a rejected rate_limit"
+                raise ValueError(f"{what} response cannot also have {', '.join(content)}")
         return self
+
+    @property
+    def rejected(self) -> bool:
+        """The account limit refuses this request: a 429 with the unified headers. A
+        ``rejected`` limit whose ``overage_status`` is allowed(_warning) is served (200):
+        the request is paid by overage (the CLI then says ``isUsingOverage: true``)."""
+        limit = self.rate_limit
+        return (
+            limit is not None
+            and limit.status == "rejected"
+            and limit.overage_status not in ("allowed", "allowed_warning")
+        )
+
+    @property
+    def effective_error(self) -> ApiError | None:
+        """The HTTP error this response answers with, if any (a rejection included)."""
+        if self.error is not None:
+            return self.error
+        if self.rejected:
+            return ApiError(status=429, message=REJECTED_MESSAGE)
+        return None
 
     @property
     def effective_stop_reason(self) -> StopReason:

@@ -42,6 +42,19 @@ Facts verified against claude 2.1.329 in ``-p`` mode (see tests/offline/test_cla
   mid-body and is retried too, but whether the partial is counted is a race inside
   the CLI (it is only if the CLI read ``message_start`` before the reset).
 * Timing: a run of three scripted requests with two tool calls takes about 0.9 s wall.
+* Usage limits (``Response.rate_limit``; details and the exact lines in FACTS-limits.md):
+  the CLI reads the ``anthropic-ratelimit-unified-*`` headers only when it authenticates
+  with ``CLAUDE_CODE_OAUTH_TOKEN`` and no ``ANTHROPIC_API_KEY`` (``ANTHROPIC_BASE_URL``
+  still applies). It then writes a ``rate_limit_event`` line each time the info changes
+  (not on every response). A top-level ``allowed_warning`` alone reads as ``allowed``: the
+  warning comes from the per-window ``-5h-``/``-7d-`` ``status`` and
+  ``surpassed-threshold`` headers, which the server sends for the representative window.
+  A ``rejected`` 429 is not retried: one request, then result ``is_error: true``,
+  ``api_error_status: 429``, ``api_error: "usage_limit_reached"``, ``terminal_reason:
+  "api_error"``, text "You've hit your 5-hour limit · resets 10:36am (UTC)", exit code 1.
+  With an API key the same 429 is retried like any 429 and no event is written. A
+  ``rejected`` with ``overage_status: allowed`` is served as a 200 (overage pays): the
+  event says ``isUsingOverage: true`` and the run goes on.
 
 Models: a response's ``model`` if the script sets one, else the requested model (so the
 CLI's cost table applies), else ``claude-sonnet-4-5``.
@@ -595,10 +608,11 @@ class ModelServer:
         if response.delay_s:
             await asyncio.sleep(response.delay_s)
         model = response.model or str(body.get("model") or DEFAULT_MODEL)
-        if response.error is not None:
-            error = response.error
+        limit_headers = response.rate_limit.headers(time.time()) if response.rate_limit else {}
+        error = response.effective_error
+        if error is not None:
             self._record(_served(key, index, error.status, auxiliary=auxiliary))
-            headers: dict[str, str] = {}
+            headers: dict[str, str] = dict(limit_headers)
             if error.should_retry is not None:
                 headers["x-should-retry"] = "true" if error.should_retry else "false"
             if error.retry_after_s is not None:
@@ -620,11 +634,18 @@ class ModelServer:
             )
         )
         if not body.get("stream"):
-            return await self._send_json(writer, 200, full_message(response, message_id, model))
-        return await self._stream(writer, response, message_id, model)
+            return await self._send_json(
+                writer, 200, full_message(response, message_id, model), limit_headers
+            )
+        return await self._stream(writer, response, message_id, model, limit_headers)
 
     async def _stream(
-        self, writer: asyncio.StreamWriter, response: Response, message_id: str, model: str
+        self,
+        writer: asyncio.StreamWriter,
+        response: Response,
+        message_id: str,
+        model: str,
+        extra_headers: Mapping[str, str],
     ) -> bool:
         writer.write(
             _head(
@@ -634,6 +655,7 @@ class ModelServer:
                     "cache-control": "no-cache",
                     "transfer-encoding": "chunked",
                     "request-id": "req_offline_" + uuid.uuid4().hex[:20],
+                    **extra_headers,
                 },
             )
         )

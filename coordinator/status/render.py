@@ -117,6 +117,9 @@ def render_report(
 ) -> RenderableType:
     parts: list[RenderableType] = [Text(header_line(title, elapsed_s, rows), style="bold")]
     parts.append(render_table(rows))
+    parts.extend(
+        Text(line, style="yellow" if "warning" in line else "") for line in usage_lines(rows)
+    )
     if options.budget_visuals:
         parts.extend(budget_bars(budgets))
     parts.extend(Text(line) for line in extra)
@@ -127,6 +130,20 @@ def render_report(
                 for line in row.output_tail[-options.max_console_lines :]:
                     parts.append(Text("   " + line[: options.max_line_length], style="dim"))
     return Group(*parts)
+
+
+def usage_lines(rows: Sequence[StatusRow]) -> list[str]:
+    """``usage 5h 82% · 7d 40% · usage warning: ... (alpha, beta)``: one line per distinct
+    account state seen (instances of one account share theirs), only when any is known."""
+    groups: dict[tuple[str | None, str | None], list[str]] = {}
+    for row in rows:
+        if row.usage is not None or row.usage_warning is not None:
+            groups.setdefault((row.usage, row.usage_warning), []).append(row.name)
+    lines = []
+    for (usage, warning), names in groups.items():
+        text = " · ".join(part for part in (usage, warning) if part)
+        lines.append(f"usage {text} ({', '.join(names)})")
+    return lines
 
 
 def plain_lines(rows: Sequence[StatusRow]) -> list[str]:
@@ -144,6 +161,8 @@ def plain_lines(rows: Sequence[StatusRow]) -> list[str]:
             f"cache_read={row.cache_read_tokens} tools={row.tool_calls} "
             f"cost={estimate}{row.cost_usd:.4f} progress={row.progress_pct:.0f}% "
             f"last={row.last_event!r}"
+            + (f" usage={row.usage!r}" if row.usage else "")
+            + (f" warning={row.usage_warning!r}" if row.usage_warning else "")
         )
     return out
 

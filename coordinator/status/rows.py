@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 from coordinator.engine.state import InstanceState
+from coordinator.limits import usage_text, warning_text
 
 ICONS = {
     "pending": "·",
@@ -53,6 +54,8 @@ class StatusRow:
     last_event: str
     output_tail: tuple[str, ...] = ()
     attempts: int = 1
+    usage: str | None = None  # account utilization per window, "5h 82% · 7d 40%"
+    usage_warning: str | None = None  # at allowed_warning
 
     @property
     def icon(self) -> str:
@@ -82,6 +85,8 @@ def row_from_state(state: InstanceState, now: float | None = None) -> StatusRow:
         last_event=note or state.last_event,
         output_tail=tuple(state.output_tail),
         attempts=state.attempts,
+        usage=usage_text(limit) if (limit := state.rate_limit) is not None else None,
+        usage_warning=warning_text(limit, now=time.time()) if limit and limit.warning else None,
     )
 
 

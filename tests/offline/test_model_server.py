@@ -435,3 +435,44 @@ def test_gzip_request_body(server: ModelServerThread, conn: http.client.HTTPConn
     response = conn.getresponse()
     assert response.status == 200
     assert json.loads(response.read())["stop_reason"] == "tool_use"
+
+
+def test_rate_limit_headers_on_200_and_rejected_429() -> None:
+    script = {
+        "default": {
+            "responses": [
+                {"text": "ok", "rate_limit": {"status": "allowed_warning", "resets_in_s": 60}},
+                {"rate_limit": {"status": "rejected", "resets_in_s": 120, "type": "seven_day"}},
+                {"text": "plain"},
+            ]
+        }
+    }
+    with serve_in_thread(script) as server:
+        connection = _connection(server.url)
+        try:
+            before = time.time()
+            ok = _post(connection, _body())
+            ok.read()
+            assert ok.status == 200
+            assert ok.getheader("anthropic-ratelimit-unified-status") == "allowed_warning"
+            reset = int(ok.getheader("anthropic-ratelimit-unified-reset") or 0)
+            assert round(before) + 60 <= reset <= round(time.time()) + 60
+            assert ok.getheader("anthropic-ratelimit-unified-5h-surpassed-threshold") == "0.75"
+
+            rejected = _post(connection, _body(stream=False))
+            body = json.loads(rejected.read())
+            assert rejected.status == 429
+            assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+            assert rejected.getheader("anthropic-ratelimit-unified-status") == "rejected"
+            assert rejected.getheader("anthropic-ratelimit-unified-representative-claim") == (
+                "seven_day"
+            )
+            assert rejected.getheader("anthropic-ratelimit-unified-7d-status") == "rejected"
+
+            plain = _post(connection, _body())
+            plain.read()
+            assert plain.getheader("anthropic-ratelimit-unified-status") is None
+        finally:
+            connection.close()
+    assert [s.status for s in server.served] == [200, 429, 200]
+    assert server.usage_by_key()["default"].total == 30  # the 429 served no tokens

@@ -162,3 +162,90 @@ def test_main_rejects_bad_script_with_one_line_exit_2(tmp_path: Path) -> None:
     assert len(lines) == 1
     assert str(path) in lines[0]
     assert "conversations.a.responses.0.stop_reason" in lines[0]
+
+
+# ------------------------------------------------------------------ rate limits
+
+
+def test_rate_limit_headers_are_relative_to_the_answer() -> None:
+    from coordinator.offline.script import RateLimit
+
+    limit = RateLimit(status="allowed", resets_in_s=600, utilization_5h=0.3, utilization_7d=0.1)
+    headers = limit.headers(1000.0)
+    prefix = "anthropic-ratelimit-unified-"
+    assert headers == {
+        prefix + "status": "allowed",
+        prefix + "reset": "1600",
+        prefix + "representative-claim": "five_hour",
+        prefix + "fallback": "unavailable",
+        prefix + "5h-utilization": "0.3",
+        prefix + "5h-reset": "1600",
+        prefix + "5h-status": "allowed",
+        prefix + "7d-utilization": "0.1",
+        prefix + "7d-reset": str(1000 + 7 * 24 * 3600),
+        prefix + "7d-status": "allowed",
+    }
+    assert limit.headers(2000.0)[prefix + "reset"] == "2600"  # scripts stay reusable
+    assert RateLimit(resets_at=5000).headers(1000.0)[prefix + "reset"] == "5000"
+    assert RateLimit().headers(0.0)[prefix + "reset"] == str(5 * 3600)
+
+
+def test_warning_sends_the_window_threshold_and_overage() -> None:
+    from coordinator.offline.script import RateLimit
+
+    prefix = "anthropic-ratelimit-unified-"
+    warning = RateLimit(status="allowed_warning", type="seven_day", utilization_7d=0.8)
+    headers = warning.headers(0.0)
+    assert headers[prefix + "7d-status"] == "allowed_warning"
+    assert headers[prefix + "7d-surpassed-threshold"] == "0.8"
+    assert prefix + "5h-status" not in headers  # no utilization, not representative
+    explicit = RateLimit(status="allowed_warning", surpassed_threshold=0.5).headers(0.0)
+    assert explicit[prefix + "5h-surpassed-threshold"] == "0.5"
+    assert RateLimit(status="allowed_warning").headers(0.0)[prefix + "5h-surpassed-threshold"] == (
+        "0.75"
+    )
+    overage = RateLimit(
+        status="rejected", overage_status="rejected", overage_disabled_reason="out_of_credits"
+    ).headers(0.0)
+    assert overage[prefix + "overage-status"] == "rejected"
+    assert overage[prefix + "overage-disabled-reason"] == "out_of_credits"
+
+
+def test_rejected_rate_limit_is_a_429_error() -> None:
+    response = Response.model_validate({"rate_limit": {"status": "rejected"}})
+    assert response.rejected
+    error = response.effective_error
+    assert error is not None and (error.status, error.error_type) == (429, "rate_limit_error")
+    custom = Response.model_validate(
+        {"rate_limit": {"status": "rejected"}, "error": {"status": 429, "should_retry": False}}
+    )
+    assert custom.effective_error is not None and custom.effective_error.should_retry is False
+    allowed = Response.model_validate({"text": "x", "rate_limit": {"status": "allowed"}})
+    assert not allowed.rejected and allowed.effective_error is None
+
+
+@pytest.mark.parametrize(
+    ("rate_limit", "extra", "at", "fragment"),
+    [
+        ({"status": "rejected"}, {"text": "x"}, "", "a rejected rate_limit response cannot"),
+        ({"status": "rejected"}, {"error": {"status": 529}}, "", "must be 429"),
+        ({"status": "blocked"}, {}, ".rate_limit.status", "Input should be"),
+        ({"utilization_5h": 1.5}, {}, ".rate_limit.utilization_5h", "less than or equal to 1"),
+        ({"resets_in_s": 5, "resets_at": 9}, {}, ".rate_limit", "not both"),
+        ({"colour": "red"}, {}, ".rate_limit.colour", "Extra inputs"),
+    ],
+)
+def test_invalid_rate_limits_name_the_field(
+    rate_limit: dict[str, Any], extra: dict[str, Any], at: str, fragment: str
+) -> None:
+    data = {"default": {"responses": [{"rate_limit": rate_limit, **extra}]}}
+    with pytest.raises(ConfigError, match=fragment) as caught:
+        load_script(data)
+    assert f"default.responses.0{at}" in str(caught.value)
+
+
+def test_rejected_paid_by_overage_is_served() -> None:
+    paid = Response.model_validate(
+        {"text": "x", "rate_limit": {"status": "rejected", "overage_status": "allowed"}}
+    )
+    assert not paid.rejected and paid.effective_error is None
