@@ -107,6 +107,8 @@ class RunPlan:
     create_workspaces: bool = False
     retry_backoff_s: float = 10.0
     continue_prompt: str | None = None
+    usage_limit_jitter_s: float = 5.0
+    usage_limit_fallback_s: float = 300.0
 
     @property
     def uses_bypass(self) -> bool:
@@ -173,6 +175,8 @@ def build_plan(
         create_workspaces=orch.create_workspaces,
         retry_backoff_s=orch.retry_backoff_s,
         continue_prompt=orch.continue_prompt,
+        usage_limit_jitter_s=orch.usage_limit_jitter_s,
+        usage_limit_fallback_s=orch.usage_limit_fallback_s,
     )
 
 

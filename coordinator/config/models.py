@@ -133,6 +133,10 @@ class OrchestrationConfig(_Strict):
     max_attempts: PositiveInt = 1
     retry_backoff_s: Seconds = 10.0
     continue_prompt: Annotated[str, Field(min_length=1)] | None = None
+    # usage limits: an instance rejected by its account's limit resumes at the reset plus up
+    # to this much jitter (a reset the CLI does not give: after usage_limit_fallback_s)
+    usage_limit_jitter_s: Seconds = 5.0
+    usage_limit_fallback_s: PositiveSeconds = 300.0
 
 
 class InstanceConfig(_Strict):

@@ -78,6 +78,7 @@ class InstanceRun:
         self.attempt_started_unix = time.time()
         self._attempt_mono = time.monotonic()
         self._waited_before = 0.0
+        self.limit_at_start = state.rate_limit  # a limit seen before this attempt is old
         self.env = env
         self.hooks = hooks
         self.limits = limits

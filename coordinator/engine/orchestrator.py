@@ -35,6 +35,7 @@ from coordinator.engine.instance import InstanceRun, Limits
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.engine.state import AttemptRecord, InstanceState, MilestoneHit, Status
 from coordinator.engine.sync import BARRIER_TROUBLE, SyncDriver
+from coordinator.limits import LimitGate, account_key, limit_of, limit_text
 from coordinator.plan import PlannedInstance, RunPlan
 from runner.accounting import Accountant
 from runner.guardian import Guardian
@@ -142,6 +143,11 @@ class Orchestrator:
         # between attempts: why each instance goes on, when, and what wakes its wait early
         self._next: dict[str, tuple[float, str]] = {}
         self._wakes: dict[str, asyncio.Event] = {}
+        # usage limits: an account its limit rejected gets no launch until its reset
+        self.gate = LimitGate(
+            jitter_s=plan.usage_limit_jitter_s, fallback_s=plan.usage_limit_fallback_s
+        )
+        self._accounts: dict[str, str] = {}
         self.started_mono = time.monotonic()
         self.started_unix = time.time()
 
@@ -285,10 +291,13 @@ class Orchestrator:
             return
         extra = self.instance_env(inst) if self.instance_env else None
         env = child_env(self.base_env, inst, extra)
+        self._accounts[inst.name] = account_key(env)  # the user's login, not a copy of it
         config_dir = None
         try:
             launch = self._first_attempt(state)
-            while launch is not None and self._may_launch(state):
+            while (
+                launch is not None and await self._through_gate(state) and self._may_launch(state)
+            ):
                 if config_dir is None and self.plan.config.orchestration.isolate_config_dir:
                     # kept over every attempt: the session's transcript lives in it
                     config_dir = create_config_dir(env, inst.name, self._keep_config_dirs)
@@ -345,6 +354,21 @@ class Orchestrator:
     async def _between_attempts(self, state: InstanceState) -> AttemptLaunch | None:
         """After an attempt that earned another (see ``on_finished``): wait for it (a stop
         or a cancel ends the wait at once), then the launch that continues the session."""
+        why = await self._wait_due(state)
+        if why is None:
+            return None
+        launch = self._later_attempt(state)
+        if launch is None:
+            self._end_unlaunched(
+                state, Status.BLOCKED, "blocked: its cost cap is spent (max_cost_usd)"
+            )
+        else:
+            self._note(f"{state.name}: attempt {state.attempts + 1} ({why})")
+        return launch
+
+    async def _wait_due(self, state: InstanceState) -> str | None:
+        """Wait until the instance's next launch is due; its reason, or None if the run or
+        the instance ended meanwhile."""
         due = self._next.pop(state.name, None)
         if due is None:
             return None
@@ -361,17 +385,8 @@ class Orchestrator:
             for task in waits:
                 task.cancel()
         if self.cancelled is not None and not state.status.finished:
-            self._end_unlaunched(state, Status.CANCELLED, f"not relaunched: {self.cancelled}")
-        if state.status.finished:
-            return None
-        launch = self._later_attempt(state)
-        if launch is None:
-            self._end_unlaunched(
-                state, Status.BLOCKED, "blocked: its cost cap is spent (max_cost_usd)"
-            )
-        else:
-            self._note(f"{state.name}: attempt {state.attempts + 1} ({why})")
-        return launch
+            self._end_unlaunched(state, Status.CANCELLED, f"not launched: {self.cancelled}")
+        return None if state.status.finished else why
 
     def _later_attempt(self, state: InstanceState) -> AttemptLaunch | None:
         return next_launch(
@@ -383,6 +398,37 @@ class Orchestrator:
             continue_text=self.plan.continue_prompt or CONTINUE_PROMPT,
         )
 
+    async def _through_gate(self, state: InstanceState) -> bool:
+        """Wait while the instance's account is closed by a usage limit (no launch, no
+        resume on it before the reset); False if the run or the instance stopped meanwhile."""
+        account = self._accounts[state.name]
+        while not self.gate.is_open(account, time.time()):
+            closure = self.gate.closure(account)
+            assert closure is not None
+            if state.status is not Status.RATE_LIMITED:
+                state.status = Status.RATE_LIMITED
+                state.retry_at_unix = closure.open_at
+                state.last_event = "waiting: " + limit_text(closure.resets_at, closure.limit_type)
+                self.sink.instance_changed(state)
+            self._next[state.name] = (closure.open_at, "the usage limit reset")
+            if await self._wait_due(state) is None:
+                return False
+        return self.cancelled is None and not state.status.finished
+
+    def _limit_due(self, state: InstanceState) -> tuple[float, str] | None:
+        """Did the attempt that just ended hit the account's usage limit? Then it resumes
+        by itself at the reset (plus jitter), and the account gets no launch until then."""
+        run = self.runs.get(state.name)
+        if run is None or self.cancelled is not None or run.ending().stopped_by_coordinator:
+            return None
+        fresh = state.rate_limit if state.rate_limit is not run.limit_at_start else None
+        limited = limit_of(state.accountant.last_result, fresh, now=time.time())
+        if limited is None:
+            return None
+        account = self._accounts.get(state.name, "")
+        open_at = self.gate.reject(account, limited.resets_at, limited.limit_type, time.time())
+        return open_at, limit_text(limited.resets_at, limited.limit_type)
+
     def _retry_due(self, state: InstanceState) -> tuple[float, str] | None:
         """Does the attempt that just ended earn another? (When, and why.)"""
         run = self.runs.get(state.name)
@@ -390,11 +436,13 @@ class Orchestrator:
             return None
         cause = transient_cause(run.ending())
         policy = RetryPolicy(state.plan.max_attempts, self.plan.retry_backoff_s)
-        if cause is None or not policy.allows(state.attempts):
+        if cause is None or not policy.allows(state.attempts - state.limited_attempts):
             return None
         return time.time() + policy.delay(state.attempts + 1), cause
 
-    def _record_attempt(self, state: InstanceState, then: str | None) -> None:
+    def _record_attempt(
+        self, state: InstanceState, then: str | None, limit_resets_at: float | None = None
+    ) -> None:
         run = self.runs.get(state.name)
         state.attempt_log.append(
             AttemptRecord(
@@ -408,6 +456,7 @@ class Orchestrator:
                 cost_usd=state.accountant.cost_usd,
                 resumed=run.launch.resumed if run is not None else False,
                 then=then,
+                limit_resets_at=limit_resets_at,
             )
         )
 
@@ -478,10 +527,15 @@ class Orchestrator:
         self.sink.instance_changed(state)
 
     def on_finished(self, state: InstanceState) -> None:
-        due = self._retry_due(state) if state.status is not Status.COMPLETED else None
-        if due is not None:
-            self._again(state, due)
-            return
+        if state.status is not Status.COMPLETED:
+            limited = self._limit_due(state)
+            if limited is not None:
+                self._limited(state, limited)
+                return
+            due = self._retry_due(state)
+            if due is not None:
+                self._again(state, due)
+                return
         self._record_attempt(state, None)
         log.info(
             "instance finished",
@@ -500,6 +554,28 @@ class Orchestrator:
         self.sink.instance_changed(state)
         if self.sync is not None:
             self.sync.on_finished(state)
+
+    def _limited(self, state: InstanceState, due: tuple[float, str]) -> None:
+        at_unix, text = due
+        state.limited_attempts += 1
+        resets = state.rate_limit.resets_at if state.rate_limit is not None else None
+        self._forget_group(state)
+        self._record_attempt(state, f"{text}: resumes its session at the reset", resets)
+        self._next[state.name] = (at_unix, "after the usage limit reset")
+        state.status = Status.RATE_LIMITED
+        state.retry_at_unix = at_unix
+        state.error = None
+        state.last_event = text
+        self._note(
+            f"{state.name}: {text}; it resumes its session by itself at the reset, and no "
+            "instance on this account is launched until then"
+        )
+        self.sink.instance_changed(state)
+
+    def _forget_group(self, state: InstanceState) -> None:
+        run = self.runs.get(state.name)
+        if self._guardian is not None and run is not None and run.proc is not None:
+            self._guardian.forget_group(run.proc.pgid)  # reaped: the pgid is free for reuse
 
     def _again(self, state: InstanceState, due: tuple[float, str]) -> None:
         """The attempt that ended earns another: the instance waits, still a participant

@@ -66,6 +66,7 @@ class AttemptRecord:
     cost_usd: float
     resumed: bool  # continued the session of an earlier attempt
     then: str | None = None  # what followed: "retry in 10 s: API overloaded", ...
+    limit_resets_at: float | None = None  # it ended on the account's usage limit: reset
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -79,6 +80,7 @@ class AttemptRecord:
             "cost_usd": round(self.cost_usd, 6),
             "resumed": self.resumed,
             "then": self.then,
+            "limit_resets_at": self.limit_resets_at,
         }
 
 
@@ -116,6 +118,7 @@ class InstanceState:
     attempt_log: list[AttemptRecord] = field(default_factory=list)
     session_exists: bool = False  # claude has a transcript of it: a relaunch resumes it
     retry_at_unix: float | None = None  # RETRYING / RATE_LIMITED: when it goes on
+    limited_attempts: int = 0  # attempts that ended on a usage limit (not failures)
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 

@@ -139,3 +139,76 @@ async def test_allowed_warning_reaches_the_state_the_results_and_the_report(
     assert [line for line in lines_of(text) if line.startswith("usage ")] == [
         f"usage 5h 82% · 7d 10% · {warning} (sub)"
     ]
+
+
+async def test_a_usage_limit_pauses_the_account_and_the_instance_resumes_at_the_reset(
+    tmp_path: Path,
+) -> None:
+    """``sub`` is rejected by its account's 5-hour limit with a reset a few seconds ahead:
+    it shows ``rate_limited``, waits, resumes its session by itself at the reset and
+    completes. ``later`` (same account, launched by the stagger during the limit) is not
+    launched until the reset; ``keyed`` (another account) is not held up. Budgets and
+    tokens count over both attempts of ``sub``: exactly what the server served."""
+    tool = {"name": "Bash", "input": {"command": "echo one > a.txt"}}
+    script = {
+        "conversations": {
+            "sub": {
+                "responses": [
+                    respond(0, tool=tool),
+                    {"rate_limit": {"status": "rejected", "resets_in_s": 4}},
+                    respond(1, text="finished PROGRESS: 100%"),
+                ]
+            },
+            "sublater": {"responses": [respond(0, text="later done")]},
+            "keyed": {"responses": [respond(0, text="keyed done")]},
+        }
+    }
+    instances = [
+        {"name": n, "command": f"work on {n}", "workspace": n, "allowed_tools": ["Bash"]}
+        for n in ("sub", "sublater", "keyed")
+    ]
+    config = {
+        "orchestration": {"startup_delay": 1.5, "usage_limit_jitter_s": 0.5},
+        "instances": instances,
+    }
+    plan = offline_plan(tmp_path, config, "usage-limit-pause")
+    base = {k: v for k, v in base_env().items() if not k.startswith("ANTHROPIC_")}
+    async with ModelServer(script) as server:
+        env = login_env(server, tmp_path / "home")
+        orch = Observing(plan, base_env=base, limits=Limits(timeout=60), instance_env=env)
+        seen: list[tuple[str, str, str]] = []
+        changed = orch.sink.instance_changed
+
+        def watch(state: InstanceState) -> None:
+            seen.append((state.name, state.status.value, state.last_event))
+            changed(state)
+
+        orch.sink.instance_changed = watch  # type: ignore[method-assign]
+        outcome = await orch.run()
+    by = {s.name: s for s in outcome.states}
+    for state in outcome.states:
+        assert state.status is Status.COMPLETED, (state.name, state.error, state.stderr_tail)
+        assert alive_cmdlines(state.plan.session_id) == [], state.name
+
+    sub = by["sub"]
+    assert sub.attempts == 2 and sub.limited_attempts == 1
+    first, second = sub.attempt_log
+    assert first.limit_resets_at is not None and second.resumed
+    reset = first.limit_resets_at
+    assert second.started_unix is not None and second.started_unix >= reset
+    limited = [e for n, status, e in seen if n == "sub" and status == "rate_limited"]
+    assert limited and limited[0].startswith("rate-limited until ")
+    assert limited[0].endswith("(five_hour)")
+    # no new instance on that account during the limit; the other account went on
+    later = by["sublater"]
+    assert later.attempt_log[0].started_unix is not None
+    assert later.attempt_log[0].started_unix >= reset
+    assert any(n == "sublater" and s == "rate_limited" for n, s, _ in seen)
+    keyed = by["keyed"]
+    assert keyed.attempt_log[0].started_unix is not None
+    assert keyed.attempt_log[0].started_unix < reset
+    # the resumed conversation continued, and the tokens of both attempts are all counted
+    requests = [r for r in server.requests if r.key == "sub" and not r.auxiliary]
+    assert len(requests) == 3 and requests[2].message_count >= requests[1].message_count
+    assert sub.accountant.usage.total == server.usage_by_key()["sub"].total
+    assert orch.budgets.spent_for("sub") is None  # no budget configured: nothing spent
