@@ -78,6 +78,7 @@ class InstanceRun:
         self._all_turns_done = False
         self._framer = LineFramer(limits.max_line_bytes)
         self._track = guardian_track
+        self._held = False  # suspended by a barrier
         # Every secret in the child's environment (and every config env value): masked in
         # whatever text of the child's the state keeps (tails, last event, errors).
         self._redact = Redactor.for_env(env, state.plan.env)
@@ -91,17 +92,36 @@ class InstanceRun:
                 self.proc.terminate()  # at once: the run loop then reaps and escalates
 
     def suspend(self) -> None:
+        """For a barrier: SIGSTOP the whole group until :meth:`resume`."""
+        self._held = True
         if self.proc is not None and self.proc.returncode is None:
             self.proc.suspend()
 
     def resume(self) -> None:
-        if self.proc is not None:
+        self._held = False
+        if self.proc is not None and self.state.paused_since is None:  # else: stays paused
+            self.proc.resume()
+
+    def pause(self) -> None:
+        """For a control command (the state says paused): SIGSTOP the whole group."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.suspend()
+
+    def unpause(self) -> None:
+        if self.proc is not None and not self._held:  # else: a barrier still holds it
             self.proc.resume()
 
     # ----------------------------------------------------------------- main
     async def run(self) -> None:
         state = self.state
         plan = state.plan
+        while state.status is Status.PAUSED and self._stop is None:  # paused before launch
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), 0.2)
+        if self._stop is not None or state.status.finished:
+            if self._stop is not None:
+                self._finish(*self._stop, exc_code=None)
+            return
         state.status = Status.STARTING
         state.started_mono = time.monotonic()
         state.started_unix = time.time()
@@ -116,7 +136,9 @@ class InstanceRun:
         if self._track is not None:
             self._track(self.proc.pgid, self.proc.mark)
         state.pid = self.proc.pid
-        state.status = Status.RUNNING
+        state.status = Status.RUNNING if state.paused_since is None else Status.PAUSED
+        if state.paused_since is not None:  # paused while it was starting
+            self.proc.suspend()
         state.last_event = "started"
         state.last_activity_mono = time.monotonic()
         self.hooks.on_started(state)
@@ -276,11 +298,10 @@ class InstanceRun:
             if self._stop is not None:
                 return
             now = time.monotonic()
-            if state.status is Status.WAITING:
+            if state.status in (Status.WAITING, Status.PAUSED):
                 continue
-            if limits.timeout is not None and state.duration_s(now) - state.waiting_s(now) > (
-                limits.timeout
-            ):
+            worked = state.duration_s(now) - state.waiting_s(now) - state.pausing_s(now)
+            if limits.timeout is not None and worked > limits.timeout:
                 self.request_stop(Status.TIMEOUT, f"timed out after {limits.timeout:g}s")
                 return
             idle = now - (state.last_activity_mono or now)

@@ -13,6 +13,7 @@ ICONS = {
     "starting": "◌",
     "running": "▶",
     "waiting": "⏳",
+    "paused": "⏸",
     "completed": "✓",
     "failed": "✗",
     "timeout": "⏱",
@@ -30,6 +31,7 @@ STYLES = {
     "skipped": "yellow",
     "lost": "red",
     "waiting": "cyan",
+    "paused": "magenta",
     "running": "bold",
 }
 
