@@ -460,6 +460,7 @@ class Orchestrator:
             state.paused_since = now
             state.paused_wait_mark = state.waiting_s(now)
             state.status = Status.PAUSED
+            state.last_event = "paused by `coordinator pause`"
             run = self.runs.get(name)
             if run is not None:
                 run.pause()
@@ -487,6 +488,7 @@ class Orchestrator:
             else:
                 state.status = Status.WAITING if state.waiting_since is not None else Status.RUNNING
                 state.last_activity_mono = now  # the idle watchdog counts from here
+            state.last_event = "unpaused"
             run = self.runs.get(name)
             if run is not None:
                 run.unpause()
