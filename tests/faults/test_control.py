@@ -79,7 +79,7 @@ def no_orphans(results: dict[str, Any]) -> None:
 
         def gone(pid: int = pid) -> bool:
             try:
-                return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+                return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
             except psutil.NoSuchProcess:
                 return True
 
