@@ -120,7 +120,7 @@ async def test_a_pending_instance_stopped_never_launches(tmp_path: Path) -> None
 async def test_paused_at_a_barrier_stays_paused_after_the_release(tmp_path: Path) -> None:
     go = tmp_path / "b.go"
     after = tmp_path / "a.after30"
-    scripts = {
+    scripts: dict[str, list[dict[str, Any]]] = {
         "a": [
             lines(api_response("a-1", 10, 5, texts=("PROGRESS: 30%",))),
             {"sleep": 0.05},
