@@ -26,6 +26,7 @@ from tests.faults.harness import (
     start_run,
     wait_for,
 )
+from tests.pg import DedicatedServer
 
 pytestmark = pytest.mark.postgres
 
@@ -326,3 +327,35 @@ def _zombie(pid: int) -> bool:
         return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return True
+
+
+def test_the_listener_rides_out_a_database_outage(
+    tmp_path: Path, pg_dedicated_server: DedicatedServer
+) -> None:
+    """Postgres away mid-run: the run goes on, the listener says so once (log file) and
+    takes commands again once it is back."""
+    dsn, orch = pg_dedicated_server.dsn, "ctl-outage"
+    run = start_run(
+        tmp_path,
+        {"a": waiting_instance(tmp_path, "a")},
+        args=["--database-url", dsn, "--orchestration-id", orch],
+    )
+    log = run.state_dir / "logs" / "coordinator.jsonl"
+    try:
+        wait_for((tmp_path / "a.started").exists, 30, "a to start")
+        pg_dedicated_server.stop()
+        wait_for(lambda: "control channel unavailable" in log.read_text(), 20, "the log line")
+        assert run.proc.poll() is None
+        pg_dedicated_server.start()
+        done = control(run, dsn, "pause", orch, "a", "--wait", "30")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "a: paused"
+        assert control(run, dsn, "unpause", orch, "a").returncode == 0
+        (tmp_path / "a.go").touch()
+        assert run.wait(timeout=60) == 0, run.stderr
+    finally:
+        ended(run)
+    unavailable = [x for x in log.read_text().splitlines() if "control channel unavailable" in x]
+    assert len(unavailable) == 1, unavailable
+    assert by_name(run.results())["a"]["status"] == "completed"
+    no_orphans(run.results())
