@@ -51,16 +51,14 @@ async def instance_names(store: PostgresStore, orch: OrchestrationRow) -> tuple[
     return names + [n for n in rows if n not in names], True
 
 
-def refuse_unless_live(orch: OrchestrationRow) -> None:
+def refuse_unless_live(orch: OrchestrationRow, then: str = "; nothing was sent") -> None:
     """One line when no live coordinator owns the run (finished, or lost)."""
     if orch.status == "running":
         return
     if orch.status == "lost":
         shown = from_db.shown_status(orch, datetime.now(UTC))
-        raise ControlError(
-            f"orchestration {orch.id}: no live coordinator owns it ({shown}); nothing was sent"
-        )
-    raise ControlError(f"orchestration {orch.id} is not running ({orch.status}); nothing was sent")
+        raise ControlError(f"orchestration {orch.id}: no live coordinator owns it ({shown}){then}")
+    raise ControlError(f"orchestration {orch.id} is not running ({orch.status}){then}")
 
 
 async def resolve(store: PostgresStore, args: Sequence[str]) -> tuple[OrchestrationRow, list[str]]:
@@ -165,7 +163,7 @@ async def attach(
     """The live status table of a running orchestration until it ends; Ctrl-C (SIGINT)
     leaves it, the run goes on untouched."""
     orch, _ = await resolve(store, [orchestration_id] if orchestration_id else [])
-    refuse_unless_live(orch)
+    refuse_unless_live(orch, "; `coordinator status` shows it")
     watch = asyncio.ensure_future(
         from_db.status(store, console, orch.id, watch=True, json_output=False, interval=interval)
     )

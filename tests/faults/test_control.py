@@ -207,6 +207,11 @@ def test_stop_the_whole_run(tmp_path: Path, pg_dsn: str) -> None:
     assert again.returncode == 2
     not_running = f"orchestration {orch} is not running (interrupted); nothing was sent"
     assert again.stderr.strip().endswith(not_running)
+    attach = control(run, pg_dsn, "attach", orch)
+    assert attach.returncode == 2
+    assert attach.stderr.strip().endswith(
+        f"orchestration {orch} is not running (interrupted); `coordinator status` shows it"
+    )
     no_orphans(results)
 
 

@@ -105,3 +105,33 @@ def test_target_neither_id_nor_instance() -> None:
         choose_target([], nothing)
     with pytest.raises(ControlError, match="'zed' is not an orchestration id"):
         choose_target(["zed"], nothing)
+
+
+def test_paused_time_counts_once_when_it_overlaps_a_barrier_wait() -> None:
+    from collections import deque
+
+    from coordinator.engine.state import InstanceState
+    from runner.accounting import Accountant
+    from runner.progress import MilestoneTracker, ProgressTracker
+
+    state = InstanceState(
+        plan=None,  # type: ignore[arg-type]  # not read by the time arithmetic
+        accountant=Accountant(),
+        progress=ProgressTracker(total_steps=1),
+        milestones=MilestoneTracker((30,)),
+        output_tail=deque(),
+        stderr_tail=deque(),
+    )
+    assert state.pausing_s(100.0) == 0.0
+    state.paused_since = 5.0  # paused before it started: nothing to give back
+    assert state.pausing_s(20.0) == 0.0
+    state.started_mono = 10.0
+    assert state.pausing_s(20.0) == 10.0  # from its start on
+    state.paused_since = None
+    state.waiting_since = 11.0  # at a barrier from 11 to 16, paused at 12
+    state.paused_since, state.paused_wait_mark = 12.0, state.waiting_s(12.0)
+    assert state.pausing_s(14.0) == 0.0  # so far all of it was waiting too
+    state.wait_s, state.waiting_since = 5.0, None  # the release at 16
+    assert state.pausing_s(20.0) == 4.0  # 8 s paused, 4 of them counted as waiting
+    state.ended_mono = 18.0
+    assert state.pausing_s(99.0) == 2.0  # it ended at 18: the clock stops there
