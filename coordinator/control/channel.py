@@ -265,8 +265,8 @@ class PostgresChannel:
             try:
                 with database_errors(what):
                     yield conn
-            except Exception as exc:
-                if conn.is_closed() or is_transient(exc):
+            except BaseException as exc:  # cancelled mid-statement too: never reuse it
+                if conn.is_closed() or is_transient(exc) or not isinstance(exc, Exception):
                     self._lost(conn)
                     with contextlib.suppress(Exception):
                         conn.terminate()

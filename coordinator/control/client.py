@@ -103,7 +103,11 @@ async def send_and_wait(
     channel = PostgresChannel.on_pool(store.pool)
     try:
         sent = await channel.send(orch.id, verb, names, requested_by())
-        acked = await _wait_for_ack(store, channel, sent, wait_s, poll_s)
+        try:
+            acked = await _wait_for_ack(store, channel, sent, wait_s, poll_s)
+        except asyncio.CancelledError:  # Ctrl-C: withdrawn if nobody took it yet
+            await asyncio.wait_for(asyncio.shield(channel.withdraw(sent.id)), 3.0)
+            raise
     finally:
         await channel.close()
     if acked.error:

@@ -90,6 +90,10 @@ class ControlListener:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            except Exception:  # a bug here must not end the run either
+                log.exception("control listener error; going on")
+                await asyncio.sleep(self.poll_s)
+                continue
             delay = self.poll_s
             if self._trouble:
                 self._trouble = False

@@ -14,9 +14,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import psutil
 import pytest
 
+from coordinator.db.embedded import run_isolated
 from tests.faults.harness import (
     COORDINATOR,
     CoordinatorRun,
@@ -258,10 +260,25 @@ def test_no_acknowledgement_within_the_wait_withdraws_the_command(
         run.proc.send_signal(signal.SIGSTOP)  # alive (its lease holds), but not answering
         try:
             done = control(run, pg_dsn, "pause", orch, "a", "--wait", "1.5")
+            # Ctrl-C while waiting: withdrawn too.
+            waiting = subprocess.Popen(
+                [*COORDINATOR, "pause", orch, "a", "--database-url", pg_dsn],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=coordinator_env(run.state_dir),
+            )
+            wait_for(lambda: len(commands(pg_dsn)) == 2, 30, "the second command's row")
+            waiting.send_signal(signal.SIGINT)
+            _, err = waiting.communicate(timeout=15)
         finally:
             run.proc.send_signal(signal.SIGCONT)
         assert done.returncode == 1, done.stderr
         assert "did not acknowledge the pause within 1.5s; the command was withdrawn" in done.stderr
+        assert waiting.returncode == 130 and b"interrupted" in err
+        rows = commands(pg_dsn)
+        assert [(r["taken_at"], r["acked_at"]) for r in rows] == [(None, None)] * 2
+        assert all(r["withdrawn_at"] is not None for r in rows)
         # Commands are taken in order: once a later one is acknowledged, the withdrawn one
         # would have been applied before it, had it been.
         later = control(run, pg_dsn, "pause", orch, "b")
@@ -318,6 +335,19 @@ def test_attach_shows_the_table_and_leaves_on_sigint_with_the_run_untouched(
         ended(run)
     assert by_name(run.results())["a"]["status"] == "completed"
     no_orphans(run.results())
+
+
+def commands(dsn: str) -> list[dict[str, Any]]:
+    """Every control command row, oldest first."""
+
+    async def read() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return [dict(r) for r in await conn.fetch("SELECT * FROM control_commands ORDER BY id")]
+        finally:
+            await conn.close()
+
+    return run_isolated(read())
 
 
 def ended(run: CoordinatorRun) -> None:
