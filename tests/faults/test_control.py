@@ -166,6 +166,8 @@ def test_stop_one_instance_the_others_complete(tmp_path: Path, pg_dsn: str) -> N
         unknown = control(run, pg_dsn, "stop", orch, "zed")
         assert unknown.returncode == 2
         assert "no instance named 'zed'" in unknown.stderr and "Traceback" not in unknown.stderr
+        paused = control(run, pg_dsn, "pause", orch, "a")  # a stopped group still stops
+        assert paused.returncode == 0 and paused.stdout.strip() == "a: paused"
         done = control(run, pg_dsn, "stop", orch, "a")
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "a: cancelled"
@@ -177,6 +179,7 @@ def test_stop_one_instance_the_others_complete(tmp_path: Path, pg_dsn: str) -> N
     results = run.results()
     a, b = by_name(results)["a"], by_name(results)["b"]
     assert a["status"] == "cancelled" and "stopped by `coordinator stop` from" in a["reason"]
+    assert a["paused_s"] > 0  # until its stop
     assert b["status"] == "completed" and b["total_tokens"] == 120
     assert not results["interrupted"]
     no_orphans(results)
