@@ -22,6 +22,7 @@ from rich.console import Console
 from coordinator.budget.rules import unused_command_budgets
 from coordinator.claude_bin import find_claude
 from coordinator.config.loader import load_config
+from coordinator.control.listener import listen_for_commands
 from coordinator.db.journal import replay_journals
 from coordinator.db.postgres import PostgresStore
 from coordinator.db.rows import OrchestrationRow
@@ -386,7 +387,8 @@ async def execute(
             done = asyncio.Event()
             report = asyncio.create_task(reporter.run(orch, done))
             try:
-                outcome = await orch.run()
+                async with listen_for_commands(dsn, plan.orchestration_id, orch):
+                    outcome = await orch.run()
             finally:
                 done.set()
                 await report

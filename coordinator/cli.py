@@ -508,6 +508,76 @@ def history_cmd(limit: int, json_output: bool, database_url: str | None) -> int:
     )
 
 
+def _control(verb: str, target: tuple[str, ...], wait: float, database_url: str | None) -> int:
+    from coordinator.control import client
+    from coordinator.control.commands import Verb
+
+    return asyncio.run(
+        _with_store(
+            database_url,
+            lambda store: client.send_and_wait(
+                store, Verb(verb), target, wait_s=wait, say=click.echo
+            ),
+        )
+    )
+
+
+CONTROL_OPTIONS: list[Callable[[F], F]] = [
+    click.argument("target", nargs=-1, metavar="[ID] [NAME...]"),
+    click.option(
+        "--wait",
+        type=FiniteFloat(min=0, min_open=True),
+        default=15.0,
+        show_default=True,
+        help="Seconds to wait for the coordinator to acknowledge (then it is withdrawn).",
+    ),
+    click.option("--database-url"),
+]
+
+
+def control_options(func: F) -> F:
+    for option in reversed(CONTROL_OPTIONS):
+        func = option(func)
+    return func
+
+
+@cli.command("stop")
+@control_options
+def stop_cmd(target: tuple[str, ...], wait: float, database_url: str | None) -> int:
+    """Stop a running orchestration (default: the newest running), or only the instances
+    named, gracefully: they end cancelled, the results are written. Any terminal or host."""
+    return _control("stop", target, wait, database_url)
+
+
+@cli.command("pause")
+@control_options
+def pause_cmd(target: tuple[str, ...], wait: float, database_url: str | None) -> int:
+    """Pause instances (all if none named): their whole process group is stopped until
+    unpause; paused time counts against no timeout."""
+    return _control("pause", target, wait, database_url)
+
+
+@cli.command("unpause")
+@control_options
+def unpause_cmd(target: tuple[str, ...], wait: float, database_url: str | None) -> int:
+    """Let paused instances go on (all if none named)."""
+    return _control("unpause", target, wait, database_url)
+
+
+@cli.command("attach")
+@click.argument("orchestration_id", required=False)
+@click.option("--database-url")
+def attach_cmd(orchestration_id: str | None, database_url: str | None) -> int:
+    """The live status table of a running orchestration (default: the newest running),
+    from the database, until it ends. Ctrl-C leaves it; the run goes on."""
+    from coordinator.control import client
+
+    console = _console()
+    return asyncio.run(
+        _with_store(database_url, lambda store: client.attach(store, console, orchestration_id))
+    )
+
+
 @cli.group("db")
 def db_group() -> None:
     """The database: where it is, its schema."""

@@ -40,6 +40,7 @@ def instance_result(state: InstanceState) -> dict[str, Any]:
         "ended_at": iso(state.ended_unix),
         "duration_s": round(state.duration_s(), 3),
         "wait_s": round(state.waiting_s(), 3),
+        "paused_s": round(state.pausing_s(), 3),
         "sync_waits": [
             {"point": point, "waited_s": waited, "timed_out": timed_out}
             for point, waited, timed_out in state.sync_waits

@@ -78,6 +78,7 @@ class InstanceRun:
         self.attempt_started_unix = time.time()
         self._attempt_mono = time.monotonic()
         self._waited_before = 0.0
+        self._paused_before = 0.0
         self.limit_at_start = state.rate_limit  # a limit seen before this attempt is old
         self.env = env
         self.hooks = hooks
@@ -89,6 +90,7 @@ class InstanceRun:
         self._all_turns_done = False
         self._framer = LineFramer(limits.max_line_bytes)
         self._track = guardian_track
+        self._held = False  # suspended by a barrier
         # Every secret in the child's environment (and every config env value): masked in
         # whatever text of the child's the state keeps (tails, last event, errors).
         self._redact = Redactor.for_env(env, state.plan.env)
@@ -102,11 +104,23 @@ class InstanceRun:
                 self.proc.terminate()  # at once: the run loop then reaps and escalates
 
     def suspend(self) -> None:
+        """For a barrier: SIGSTOP the whole group until :meth:`resume`."""
+        self._held = True
         if self.proc is not None and self.proc.returncode is None:
             self.proc.suspend()
 
     def resume(self) -> None:
-        if self.proc is not None:
+        self._held = False
+        if self.proc is not None and self.state.paused_since is None:  # else: stays paused
+            self.proc.resume()
+
+    def pause(self) -> None:
+        """For a control command (the state says paused): SIGSTOP the whole group."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.suspend()
+
+    def unpause(self) -> None:
+        if self.proc is not None and not self._held:  # else: a barrier still holds it
             self.proc.resume()
 
     # ----------------------------------------------------------------- main
@@ -114,6 +128,13 @@ class InstanceRun:
         state = self.state
         plan = state.plan
         launch = self.launch
+        while state.status is Status.PAUSED and self._stop is None:  # paused before launch
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_event.wait(), 0.2)
+        if self._stop is not None or state.status.finished:
+            if self._stop is not None:
+                self._finish(*self._stop, exc_code=None)
+            return
         state.status = Status.STARTING
         if state.started_mono is None:  # the instance's first attempt in this process
             state.started_mono = time.monotonic()
@@ -124,6 +145,7 @@ class InstanceRun:
         self.attempt_started_unix = time.time()
         self._attempt_mono = time.monotonic()
         self._waited_before = state.waiting_s()  # at barriers in earlier attempts
+        self._paused_before = state.pausing_s()  # paused in earlier attempts
         try:
             self.proc = await InstanceProcess.spawn(
                 launch.argv, cwd=plan.workspace, env=self.env, stdin_pipe=launch.streams_input
@@ -138,7 +160,9 @@ class InstanceRun:
         if self._track is not None:
             self._track(self.proc.pgid, self.proc.mark)
         state.pid = self.proc.pid
-        state.status = Status.RUNNING
+        state.status = Status.RUNNING if state.paused_since is None else Status.PAUSED
+        if state.paused_since is not None:  # paused while it was starting
+            self.proc.suspend()
         state.last_event = "started"
         state.last_activity_mono = time.monotonic()
         self.hooks.on_started(state)
@@ -306,9 +330,13 @@ class InstanceRun:
             if self._stop is not None:
                 return
             now = time.monotonic()
-            if state.status is Status.WAITING:
+            if state.status in (Status.WAITING, Status.PAUSED):
                 continue
-            worked = (now - self._attempt_mono) - (state.waiting_s(now) - self._waited_before)
+            worked = (
+                (now - self._attempt_mono)
+                - (state.waiting_s(now) - self._waited_before)
+                - (state.pausing_s(now) - self._paused_before)
+            )
             if limits.timeout is not None and worked > limits.timeout:  # per attempt
                 self.request_stop(Status.TIMEOUT, f"timed out after {limits.timeout:g}s")
                 return

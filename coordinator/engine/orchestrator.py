@@ -12,7 +12,7 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -648,3 +648,101 @@ class Orchestrator:
             log.info("note", text=text)
             if self.on_note is not None:
                 self.on_note(text)
+
+    # ------------------------------------------------------------------ control
+    # Commands from any terminal or host (coordinator/control/): each returns the outcome
+    # per instance, in the run's order. Names are checked first (ControlError names a
+    # stranger); no names means every instance.
+    def stop_instances(self, names: Sequence[str], reason: str) -> dict[str, str]:
+        """Stop gracefully (status ``cancelled``): a running instance is stopped, one not
+        yet launched ends without launching. Every instance: the whole run stops as on a
+        signal (results written, the run ``interrupted``)."""
+        from coordinator.control.commands import Action, Verb, decide, whole_run
+
+        chosen = self._control_names(names)
+        outcome = {n: decide(Verb.STOP, self.states[n].status.value).text for n in chosen}
+        if whole_run(names, list(self.states)):
+            self.cancel(reason)
+            return outcome
+        for name in chosen:
+            state = self.states[name]
+            if decide(Verb.STOP, state.status.value).action is not Action.STOP:
+                continue
+            run = self.runs.get(name)
+            if state.status in BETWEEN_ATTEMPTS:  # no process: its next attempt never comes
+                self._end_unlaunched(state, Status.CANCELLED, f"not relaunched: {reason}")
+            elif run is not None:
+                run.request_stop(Status.CANCELLED, reason)
+            else:
+                self._end_unlaunched(state, Status.CANCELLED, f"not launched: {reason}")
+                waiting = self._launches.get(name)
+                if waiting is not None:
+                    waiting.cancel()  # it was only waiting for its stagger slot
+            self._note(f"{name}: {reason}")
+        return outcome
+
+    def pause_instances(self, names: Sequence[str]) -> dict[str, str]:
+        """SIGSTOP each one's whole process group until unpaused; one not yet launched does
+        not launch until then; one waiting at a barrier stays paused after the release.
+        Paused time counts neither against the timeout nor the idle watchdog."""
+        from coordinator.control.commands import Action, Verb, decide
+
+        outcome: dict[str, str] = {}
+        for name in self._control_names(names):
+            state = self.states[name]
+            decision = decide(Verb.PAUSE, state.status.value)
+            outcome[name] = decision.text
+            if decision.action is not Action.PAUSE:
+                continue
+            now = time.monotonic()
+            state.paused_since = now
+            state.paused_wait_mark = state.waiting_s(now)
+            state.status = Status.PAUSED
+            state.last_event = "paused by `coordinator pause`"
+            run = self.runs.get(name)
+            if run is not None:
+                run.pause()
+            self.sink.instance_changed(state)
+            self._note(f"{name}: paused")
+        return outcome
+
+    def unpause_instances(self, names: Sequence[str]) -> dict[str, str]:
+        """Let paused instances go on (SIGCONT, unless a barrier still holds one: then it
+        waits there); a pending one launches in its turn."""
+        from coordinator.control.commands import Action, Verb, decide
+
+        outcome: dict[str, str] = {}
+        for name in self._control_names(names):
+            state = self.states[name]
+            decision = decide(Verb.UNPAUSE, state.status.value)
+            if decision.action is not Action.UNPAUSE:
+                outcome[name] = decision.text
+                continue
+            now = time.monotonic()
+            state.paused_s = state.pausing_s(now)
+            state.paused_since = None
+            if state.started_mono is None:
+                state.status = Status.PENDING
+            elif state.name in self._next:  # between attempts: the next one is still due
+                state.status = (
+                    Status.RATE_LIMITED
+                    if "usage limit" in self._next[state.name][1]
+                    else Status.RETRYING
+                )
+            else:
+                state.status = Status.WAITING if state.waiting_since is not None else Status.RUNNING
+                state.last_activity_mono = now  # the idle watchdog counts from here
+            state.last_event = "unpaused"
+            run = self.runs.get(name)
+            if run is not None:
+                run.unpause()
+            self.sink.instance_changed(state)
+            outcome[name] = f"{decision.text} ({state.status.value})"
+            self._note(f"{name}: unpaused")
+        return outcome
+
+    def _control_names(self, names: Sequence[str]) -> list[str]:
+        from coordinator.control.commands import check_names
+
+        check_names(self.plan.orchestration_id, names, list(self.states))
+        return [n for n in self.states if not names or n in names]

@@ -21,6 +21,7 @@ class Status(StrEnum):
     WAITING = "waiting"  # at a barrier
     RETRYING = "retrying"  # an attempt failed for a transient cause: the next one is due
     RATE_LIMITED = "rate_limited"  # the account's usage limit: resumes at its reset
+    PAUSED = "paused"  # by `coordinator pause`, until `coordinator unpause`
     COMPLETED = "completed"
     FAILED = "failed"
     TIMEOUT = "timeout"
@@ -106,6 +107,9 @@ class InstanceState:
     wait_point: str | None = None  # the barrier point it waits at
     wait_arrived: tuple[int, int] | None = None  # (arrived, expected) there, as last read
     sync_waits: list[tuple[str, float, bool]] = field(default_factory=list)  # point, s, timeout
+    paused_s: float = 0.0  # paused by a control command after its start, finished pauses
+    paused_since: float | None = None  # paused now (monotonic), also before its launch
+    paused_wait_mark: float = 0.0  # waiting_s() when paused: a wait meanwhile counts once
     turns_sent: int = 0
     lines: int = 0
     bytes: int = 0
@@ -142,6 +146,16 @@ class InstanceState:
         if self.waiting_since is not None:
             extra = (now or time.monotonic()) - self.waiting_since
         return self.wait_s + extra
+
+    def pausing_s(self, now: float | None = None) -> float:
+        """Time paused since it started (the current pause included), apart from any barrier
+        wait in the same time: excluded from timeouts like waiting is."""
+        if self.paused_since is None or self.started_mono is None:
+            return self.paused_s
+        now = self.ended_mono or now or time.monotonic()
+        since = max(self.paused_since, self.started_mono)
+        overlap = self.waiting_s(now) - self.paused_wait_mark
+        return self.paused_s + max(0.0, now - since - overlap)
 
     def wait_text(self, now: float | None = None) -> str | None:
         """``waiting at 50%, 2/3 arrived, 12 s`` while at a barrier, else None."""

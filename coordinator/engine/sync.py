@@ -309,7 +309,8 @@ class SyncDriver:
                 run = self._run_of(state.name)
                 if run is not None:
                     run.suspend()
-            state.status = Status.WAITING
+            if state.status is not Status.PAUSED:  # paused by a command: shown so
+                state.status = Status.WAITING
             state.waiting_since = time.monotonic()
             self._changed(state)
 

@@ -23,7 +23,7 @@ from coordinator.redact import mask_config
 from coordinator.status.render import ReportOptions, fmt_duration, render_report
 from coordinator.status.rows import StatusRow
 
-LIVE_STATUSES = {"pending", "starting", "running", "waiting", "retrying", "rate_limited"}
+LIVE_STATUSES = {"pending", "starting", "running", "waiting", "paused", "retrying", "rate_limited"}
 
 
 def row_from_db(row: InstanceRow, now: datetime) -> StatusRow:

@@ -24,6 +24,7 @@ def header_line(title: str, elapsed_s: float, rows: Sequence[StatusRow]) -> str:
     c = counts(list(rows))
     order = (
         "running",
+        "paused",
         "completed",
         "failed",
         "timeout",
