@@ -178,8 +178,8 @@ class WindowUsage:
 class RateLimit:
     """``rate_limit_event``: the account's usage-limit state, written when it changes.
 
-    Only a subscription (OAuth) login gets these (see FACTS-limits.md). ``status`` is
-    ``allowed``, ``allowed_warning`` or ``rejected``; any other text is kept as is.
+    Only a subscription (OAuth) login gets these (see coordinator/limits/CLI-FACTS.md).
+    ``status`` is ``allowed``, ``allowed_warning`` or ``rejected``; any other text is kept as is.
     ``utilization`` (0..1) is the representative window's, top-level at allowed_warning,
     else taken from ``windows`` for ``limit_type`` when present.
     """

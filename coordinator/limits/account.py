@@ -1,7 +1,7 @@
 """Which account an instance's environment spends: a short, stable, non-secret key. Pure.
 
-The credential is the one the pinned CLI uses (FACTS-limits.md): ``ANTHROPIC_API_KEY``
-wins over ``CLAUDE_CODE_OAUTH_TOKEN``, then ``ANTHROPIC_AUTH_TOKEN``; with none of them
+The credential is the one the pinned CLI uses (CLI-FACTS.md, next to this file):
+``ANTHROPIC_API_KEY`` wins over ``CLAUDE_CODE_OAUTH_TOKEN``, then ``ANTHROPIC_AUTH_TOKEN``; with none of them
 the login stored in the config dir (``CLAUDE_CONFIG_DIR``, else ``$HOME/.claude``) is the
 account, keyed by that directory's path (pass the user's environment, not an isolated
 per-instance copy of the config dir: the copy holds the same login). ``ANTHROPIC_BASE_URL``

@@ -1,6 +1,7 @@
 """Did an attempt end on an account usage limit, until when, and how to say it. Pure.
 
-The facts (FACTS-limits.md, pinned CLI 2.1.329): with a subscription login a rejection is a
+The facts (CLI-FACTS.md next to this file, pinned CLI 2.1.329): with a subscription login
+a rejection is a
 ``rate_limit_event`` with ``status: "rejected"`` followed by a result with ``is_error``,
 ``api_error_status: 429``, ``api_error: "usage_limit_reached"`` and a text such as "You've
 hit your 5-hour limit · resets 10:36am (UTC)" (or "resets Dec 4, 11:26am

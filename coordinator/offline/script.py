@@ -123,7 +123,7 @@ class RateLimit(_Model):
     full window from now. At ``allowed_warning`` the representative window also gets
     ``-status: allowed_warning`` and ``-surpassed-threshold`` (``surpassed_threshold``,
     else that window's utilization, else 0.75): the pinned CLI derives its warning from
-    those per-window headers, not from the top-level status (see FACTS-limits.md).
+    those per-window headers, not from the top-level status (see coordinator/limits/CLI-FACTS.md).
     """
 
     status: RateLimitStatus = "allowed"

@@ -42,7 +42,8 @@ Facts verified against claude 2.1.329 in ``-p`` mode (see tests/offline/test_cla
   mid-body and is retried too, but whether the partial is counted is a race inside
   the CLI (it is only if the CLI read ``message_start`` before the reset).
 * Timing: a run of three scripted requests with two tool calls takes about 0.9 s wall.
-* Usage limits (``Response.rate_limit``; details and the exact lines in FACTS-limits.md):
+* Usage limits (``Response.rate_limit``; details and the exact lines in
+  coordinator/limits/CLI-FACTS.md):
   the CLI reads the ``anthropic-ratelimit-unified-*`` headers only when it authenticates
   with ``CLAUDE_CODE_OAUTH_TOKEN`` and no ``ANTHROPIC_API_KEY`` (``ANTHROPIC_BASE_URL``
   still applies). It then writes a ``rate_limit_event`` line each time the info changes

@@ -1,7 +1,8 @@
 """An account usage warning through the real claude CLI, run by the real engine, against the
 scripted model server: the instance shows the warning while it runs (no status change),
 keeps the latest rate-limit state, and the results and the status report carry it. An
-instance with an API key next to it, served the same headers, sees none (FACTS-limits.md).
+instance with an API key next to it, served the same headers, sees none
+(coordinator/limits/CLI-FACTS.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The real pinned claude CLI against the offline server's unified rate-limit headers.
 
-Pins the facts in FACTS-limits.md: which login makes the CLI read the headers, the
+Pins the facts in coordinator/limits/CLI-FACTS.md: which login makes the CLI read the headers, the
 ``rate_limit_event`` lines it writes and when, how a rejected request ends, resuming the
 session afterwards, and the CLI's answers to a reused or unknown session id.
 """

@@ -9,7 +9,7 @@ import pytest
 
 from runner.events import Other, RateLimit, Result, WindowUsage, parse_event, parse_line
 
-# Verbatim shapes written by the pinned CLI 2.1.329 (FACTS-limits.md).
+# Verbatim shapes written by the pinned CLI 2.1.329 (coordinator/limits/CLI-FACTS.md).
 ALLOWED = (
     b'{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","resetsAt":1796124305,'
     b'"rateLimitType":"five_hour","isUsingOverage":false,"unifiedWindows":{"five_hour":'
