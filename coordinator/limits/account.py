@@ -2,9 +2,10 @@
 
 The credential is the one the pinned CLI uses (CLI-FACTS.md, next to this file):
 ``ANTHROPIC_API_KEY`` wins over ``CLAUDE_CODE_OAUTH_TOKEN``, then ``ANTHROPIC_AUTH_TOKEN``;
-with none of them the login stored in the config dir (``CLAUDE_CONFIG_DIR``, else ``$HOME/.claude``) is the
-account, keyed by that directory's path (pass the user's environment, not an isolated
-per-instance copy of the config dir: the copy holds the same login). ``ANTHROPIC_BASE_URL``
+with none of them the login stored in the config dir (``CLAUDE_CONFIG_DIR``, else
+``$HOME/.claude``) is the account, keyed by that directory's path (pass the user's
+environment, not an isolated per-instance copy of the config dir: the copy holds the same
+login). ``ANTHROPIC_BASE_URL``
 is part of the key (the same token against another endpoint is another account). The key
 is ``<kind>:<12 hex of sha256>``; the secret itself never leaves this function.
 """
