@@ -340,6 +340,7 @@ class Orchestrator:
             state.accountant.next_process()
         state.attempts += 1
         state.retry_at_unix = None
+        state.limit_waiting = False
         run = InstanceRun(
             state,
             env,
@@ -407,6 +408,7 @@ class Orchestrator:
             assert closure is not None
             if state.status is not Status.RATE_LIMITED:
                 state.status = Status.RATE_LIMITED
+                state.limit_waiting = True
                 state.retry_at_unix = closure.open_at
                 state.last_event = "waiting: " + limit_text(closure.resets_at, closure.limit_type)
                 self.sink.instance_changed(state)
@@ -545,9 +547,7 @@ class Orchestrator:
             tokens=state.accountant.usage.total,
             error=state.error,
         )
-        run = self.runs.get(state.name)
-        if self._guardian is not None and run is not None and run.proc is not None:
-            self._guardian.forget_group(run.proc.pgid)  # reaped: the pgid is free for reuse
+        self._forget_group(state)
         if state.status is Status.COMPLETED:
             at_ms = int((state.ended_unix or time.time()) * 1000)
             self.sink.milestone(state, MilestoneHit(100, at_ms, state.duration_s()), "completed")
@@ -563,6 +563,7 @@ class Orchestrator:
         self._record_attempt(state, f"{text}: resumes its session at the reset", resets)
         self._next[state.name] = (at_unix, "after the usage limit reset")
         state.status = Status.RATE_LIMITED
+        state.limit_waiting = True
         state.retry_at_unix = at_unix
         state.error = None
         state.last_event = text
@@ -582,9 +583,7 @@ class Orchestrator:
         of the run (its barrier place, its budgets), until ``due``."""
         at_unix, why = due
         failed = state.error or state.reason or state.status.value
-        run = self.runs.get(state.name)
-        if self._guardian is not None and run is not None and run.proc is not None:
-            self._guardian.forget_group(run.proc.pgid)
+        self._forget_group(state)
         wait = max(0.0, at_unix - time.time())
         then = f"attempt {state.attempts + 1}/{state.plan.max_attempts} in {wait:.0f} s: {why}"
         self._record_attempt(state, then)
@@ -724,11 +723,7 @@ class Orchestrator:
             if state.started_mono is None:
                 state.status = Status.PENDING
             elif state.name in self._next:  # between attempts: the next one is still due
-                state.status = (
-                    Status.RATE_LIMITED
-                    if "usage limit" in self._next[state.name][1]
-                    else Status.RETRYING
-                )
+                state.status = Status.RATE_LIMITED if state.limit_waiting else Status.RETRYING
             else:
                 state.status = Status.WAITING if state.waiting_since is not None else Status.RUNNING
                 state.last_activity_mono = now  # the idle watchdog counts from here

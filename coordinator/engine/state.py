@@ -123,6 +123,7 @@ class InstanceState:
     session_exists: bool = False  # claude has a transcript of it: a relaunch resumes it
     retry_at_unix: float | None = None  # RETRYING / RATE_LIMITED: when it goes on
     limited_attempts: int = 0  # attempts that ended on a usage limit (not failures)
+    limit_waiting: bool = False  # its next attempt waits for a usage limit's reset
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
