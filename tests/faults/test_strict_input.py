@@ -43,9 +43,14 @@ CONFIGS: list[tuple[str, Any, list[str]]] = [
     ("blank name", cfg(name="   "), ["instances[0].name = '   '", "blank"]),
     ("newline in a session id", cfg(session_id="s\n"), ["instances[0].session_id = 's\\n'"]),
     (
-        "session id of another instance's name",
-        {"instances": [{"command": "go", "name": "x"}, {**GO, "session_id": "x"}]},
-        ["instances[1].session_id = 'x'", "instances[0] (x)", "share a session"],
+        "one session name on two instances (in one workspace)",
+        {
+            "instances": [
+                {"command": "go", "name": "a", "session_id": "x"},
+                {"command": "go", "name": "b", "session_id": "x"},
+            ]
+        },
+        ["instances[1].session_id = 'x'", "instances[0] (a)", "share a session"],
     ),
     (
         "one UUID in two spellings",
