@@ -33,6 +33,13 @@ pytestmark = [
 ]
 
 
+def stopped_group(pid: int) -> bool:
+    """Every live process of the group is stopped (a ``sleep`` that ended just before the
+    stop stays a zombie: its stopped parent cannot reap it)."""
+    live = statuses(group_of(pid)) - {"zombie", "gone"}
+    return live == {"stopped"}
+
+
 def held_tool(workspace: Path) -> dict[str, Any]:
     """A Bash call that says it started, then waits for the test's go."""
     command = f"touch {workspace}/started; while [ ! -f {workspace}/go ]; do sleep 0.1; done"
@@ -161,8 +168,8 @@ def test_a_detached_run_is_watched_paused_and_stopped_from_other_terminals(
         paused = other("pause", "night", "alpha")
         assert paused.returncode == 0 and "alpha: paused" in paused.stdout, paused.stderr
         alpha_pid = rows()["alpha"]["pid"]
-        wait_for(lambda: statuses(group_of(alpha_pid)) == {"stopped"}, 10, "alpha stopped")
-        assert rows()["alpha"]["status"] == "paused"
+        wait_for(lambda: stopped_group(alpha_pid), 10, "alpha's group stopped")
+        wait_for(lambda: rows()["alpha"]["status"] == "paused", 10, "alpha shown paused")
         (tmp_path / "alpha" / "go").touch()  # a stopped loop cannot see it
         stopped = other("stop", "night", "bravo")
         assert stopped.returncode == 0 and "bravo: cancelled" in stopped.stdout, stopped.stderr
