@@ -34,6 +34,9 @@ from runner.events import (
 from runner.framing import LineFramer
 from runner.process import InstanceProcess, spawn_failure
 
+# Events that show claude asked the API, so its session's transcript exists.
+SESSION_WRITTEN = (MessageStart, Assistant, Result, ApiRetry)
+
 RETRY_LABELS = {
     "authentication_failed": "auth error",
     "rate_limit": "rate limited",
@@ -231,7 +234,7 @@ class InstanceRun:
 
     def _event(self, event: Event) -> None:
         state = self.state
-        if isinstance(event, MessageStart | Assistant | Result | ApiRetry):
+        if not state.session_exists and isinstance(event, SESSION_WRITTEN):
             state.session_exists = True  # claude asked the API: the conversation is written
         if state.accountant.feed(event):
             self.hooks.on_tokens(state)

@@ -417,7 +417,7 @@ class Orchestrator:
                 return False
         return self.cancelled is None and not state.status.finished
 
-    def _limit_due(self, state: InstanceState) -> tuple[float, str] | None:
+    def _limit_due(self, state: InstanceState) -> tuple[float, str, float | None] | None:
         """Did the attempt that just ended hit the account's usage limit? Then it resumes
         by itself at the reset (plus jitter), and the account gets no launch until then."""
         run = self.runs.get(state.name)
@@ -429,7 +429,7 @@ class Orchestrator:
             return None
         account = self._accounts.get(state.name, "")
         open_at = self.gate.reject(account, limited.resets_at, limited.limit_type, time.time())
-        return open_at, limit_text(limited.resets_at, limited.limit_type)
+        return open_at, limit_text(limited.resets_at, limited.limit_type), limited.resets_at
 
     def _retry_due(self, state: InstanceState) -> tuple[float, str] | None:
         """Does the attempt that just ended earn another? (When, and why.)"""
@@ -555,44 +555,67 @@ class Orchestrator:
         if self.sync is not None:
             self.sync.on_finished(state)
 
-    def _limited(self, state: InstanceState, due: tuple[float, str]) -> None:
-        at_unix, text = due
+    def _limited(self, state: InstanceState, due: tuple[float, str, float | None]) -> None:
+        """The attempt ended on the account's usage limit: it resumes at the reset."""
+        at_unix, text, resets_at = due
         state.limited_attempts += 1
-        resets = state.rate_limit.resets_at if state.rate_limit is not None else None
-        self._forget_group(state)
-        self._record_attempt(state, f"{text}: resumes its session at the reset", resets)
-        self._next[state.name] = (at_unix, "after the usage limit reset")
-        state.status = Status.RATE_LIMITED
         state.limit_waiting = True
-        state.retry_at_unix = at_unix
         state.error = None
-        state.last_event = text
-        self._note(
-            f"{state.name}: {text}; it resumes its session by itself at the reset, and no "
-            "instance on this account is launched until then"
+        self._next_attempt(
+            state,
+            Status.RATE_LIMITED,
+            at_unix,
+            why="after the usage limit reset",
+            shown=text,
+            then=f"{text}: resumes its session at the reset",
+            note=f"{text}; it resumes its session by itself at the reset, and no instance "
+            "on this account is launched until then",
+            limit_resets_at=resets_at,
         )
+
+    def _again(self, state: InstanceState, due: tuple[float, str]) -> None:
+        """The attempt failed for a transient cause and earns another after a backoff."""
+        at_unix, why = due
+        failed = state.error or state.reason or state.status.value
+        wait = max(0.0, at_unix - time.time())
+        then = f"attempt {state.attempts + 1}/{state.plan.max_attempts} in {wait:.0f} s: {why}"
+        self._next_attempt(
+            state,
+            Status.RETRYING,
+            at_unix,
+            why=why,
+            shown=then,
+            then=then,
+            note=f"attempt {state.attempts} failed ({failed}); {then}",
+        )
+
+    def _next_attempt(
+        self,
+        state: InstanceState,
+        status: Status,
+        at_unix: float,
+        *,
+        why: str,
+        shown: str,
+        then: str,
+        note: str,
+        limit_resets_at: float | None = None,
+    ) -> None:
+        """The instance waits without a process, still a participant of the run (its
+        barrier place, its budgets), until its next attempt is due at ``at_unix``."""
+        self._forget_group(state)
+        self._record_attempt(state, then, limit_resets_at)
+        self._next[state.name] = (at_unix, why)
+        state.status = status
+        state.retry_at_unix = at_unix
+        state.last_event = shown
+        self._note(f"{state.name}: {note}")
         self.sink.instance_changed(state)
 
     def _forget_group(self, state: InstanceState) -> None:
         run = self.runs.get(state.name)
         if self._guardian is not None and run is not None and run.proc is not None:
             self._guardian.forget_group(run.proc.pgid)  # reaped: the pgid is free for reuse
-
-    def _again(self, state: InstanceState, due: tuple[float, str]) -> None:
-        """The attempt that ended earns another: the instance waits, still a participant
-        of the run (its barrier place, its budgets), until ``due``."""
-        at_unix, why = due
-        failed = state.error or state.reason or state.status.value
-        self._forget_group(state)
-        wait = max(0.0, at_unix - time.time())
-        then = f"attempt {state.attempts + 1}/{state.plan.max_attempts} in {wait:.0f} s: {why}"
-        self._record_attempt(state, then)
-        self._next[state.name] = due
-        state.status = Status.RETRYING
-        state.retry_at_unix = at_unix
-        state.last_event = then
-        self._note(f"{state.name}: attempt {state.attempts} failed ({failed}); {then}")
-        self.sink.instance_changed(state)
 
     async def before_turn(self, state: InstanceState, index: int) -> None:
         if self.sync is not None:

@@ -193,6 +193,14 @@ def test_wait_time_is_shown_from_one_second() -> None:
     assert cells(line_for(text, "w"))[2] == "1m20s"
 
 
+def test_a_relaunched_instance_shows_its_attempt() -> None:
+    text = report([row(name="w", status="retrying", attempts=2), row(name="v", attempts=1)])
+    assert cells(line_for(text, "w #2"))[1] == "w #2"
+    assert cells(line_for(text, "v"))[1] == "v"
+    (line,) = plain_lines([row(name="w", attempts=3)])
+    assert line.split()[1:3] == ["w", "#3"]
+
+
 def test_last_event_is_text_not_markup() -> None:
     """Stream text such as a path in brackets is shown as is (it used to raise
     MarkupError, or vanish when it looked like a style tag)."""
