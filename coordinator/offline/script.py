@@ -119,8 +119,9 @@ class RateLimit(_Model):
     seconds after the server answers (scripts stay reusable) or ``resets_at`` (epoch s);
     neither means 5 hours ahead. ``type`` is the representative claim (the window that
     decides). ``utilization_5h``/``utilization_7d`` are the per-window spent fractions;
-    the window named by ``type`` resets at the reset above, the other one at the end of a
-    full window from now. At ``allowed_warning`` the representative window also gets
+    the window named by ``type`` resets at the reset above, the other one a full window
+    after ``opened`` (the server's start: a real window opens once, so its reset stays put
+    from one answer to the next). At ``allowed_warning`` the representative window also gets
     ``-status: allowed_warning`` and ``-surpassed-threshold`` (``surpassed_threshold``,
     else that window's utilization, else 0.75): the pinned CLI derives its warning from
     those per-window headers, not from the top-level status (see coordinator/limits/CLI-FACTS.md).
@@ -149,8 +150,9 @@ class RateLimit(_Model):
             return round(self.resets_at)
         return round(now + (self.resets_in_s if self.resets_in_s is not None else 5 * 3600))
 
-    def headers(self, now: float) -> dict[str, str]:
+    def headers(self, now: float, opened: float | None = None) -> dict[str, str]:
         """The ``anthropic-ratelimit-unified-*`` headers as the real API names them."""
+        window_open = round(now if opened is None else opened)
         prefix = "anthropic-ratelimit-unified-"
         reset = self.reset_epoch(now)
         headers = {
@@ -169,7 +171,7 @@ class RateLimit(_Model):
             if utilization is not None:
                 headers[f"{prefix}{infix}-utilization"] = f"{utilization:g}"
             headers[f"{prefix}{infix}-reset"] = str(
-                reset if representative else round(now) + window_s
+                reset if representative else window_open + window_s
             )
             headers[f"{prefix}{infix}-status"] = window_status
             if representative and self.status == "allowed_warning":

@@ -448,6 +448,7 @@ class ModelServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._url: str | None = None
+        self._opened = time.time()  # when the rate-limit windows it reports opened
 
     # lifecycle
 
@@ -609,7 +610,8 @@ class ModelServer:
         if response.delay_s:
             await asyncio.sleep(response.delay_s)
         model = response.model or str(body.get("model") or DEFAULT_MODEL)
-        limit_headers = response.rate_limit.headers(time.time()) if response.rate_limit else {}
+        limit = response.rate_limit
+        limit_headers = limit.headers(time.time(), self._opened) if limit else {}
         error = response.effective_error
         if error is not None:
             self._record(_served(key, index, error.status, auxiliary=auxiliary))

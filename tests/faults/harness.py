@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from tests.engine.helpers import REPLAY, write_script
 from tests.unit.streams import api_response, init, result, usage
 
@@ -27,6 +29,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.05)
+
+
+def process_ended(pid: int) -> bool:
+    """The process is gone or a zombie: an orphaned daemon is reparented to whatever PID 1
+    the machine has, and not every init reaps (a container's often does not)."""
+    try:
+        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return True
 
 
 def lines_of(*chunks: bytes | list[bytes]) -> list[str]:

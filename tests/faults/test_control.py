@@ -25,6 +25,7 @@ from tests.faults.harness import (
     answer,
     coordinator,
     coordinator_env,
+    process_ended,
     start_run,
     wait_for,
 )
@@ -245,7 +246,7 @@ def test_a_command_to_a_run_whose_coordinator_is_gone_says_so(tmp_path: Path, pg
     finally:
         ended(run)
     if pid is not None:  # the guardian reaped the instance of the killed coordinator
-        wait_for(lambda: not psutil.pid_exists(pid) or _zombie(pid), 10, "a to be reaped")
+        wait_for(lambda: process_ended(pid), 10, "a to be reaped")
 
 
 def test_no_acknowledgement_within_the_wait_withdraws_the_command(
@@ -358,13 +359,6 @@ def ended(run: CoordinatorRun) -> None:
     if run.proc.poll() is None:
         os.killpg(run.proc.pid, signal.SIGKILL)
         run.proc.wait()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return True
 
 
 def test_the_listener_rides_out_a_database_outage(

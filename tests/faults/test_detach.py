@@ -30,6 +30,7 @@ from tests.faults.harness import (
     answer,
     coordinator,
     coordinator_env,
+    process_ended,
     wait_for,
     write_config,
 )
@@ -97,13 +98,6 @@ def _pid_of(state: Path, oid: str) -> int:
     path = state / "runs" / f"{oid}.pid"
     wait_for(lambda: path.is_file() and path.read_text().strip() != "", 10, "the pidfile")
     return int(_pidinfo(state, oid).pid)
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return True
 
 
 def _results(tmp_path: Path) -> dict[str, Any]:
@@ -215,7 +209,7 @@ def test_detached_run_outlives_its_terminal(tmp_path: Path, reap_daemons: None) 
         assert daemon.is_running() and daemon.status() != psutil.STATUS_ZOMBIE
 
         (tmp_path / "a.go").touch()
-        wait_for(lambda: _gone(pid), 30, "the detached run to end")
+        wait_for(lambda: process_ended(pid), 30, "the detached run to end")
     finally:
         term.kill()
     results = _results(tmp_path)
@@ -332,7 +326,7 @@ def test_sigterm_by_the_pidfile_stops_it_with_results(tmp_path: Path, reap_daemo
     assert info.host and info.started and info.results == str(tmp_path / "results.json")
 
     os.kill(_pid_of(state, oid), signal.SIGTERM)
-    wait_for(lambda: _gone(pid), 20, "the detached run to stop")
+    wait_for(lambda: process_ended(pid), 20, "the detached run to stop")
     results = _results(tmp_path)
     assert results["interrupted"] is True
     assert [i["status"] for i in results["instances"]] == ["cancelled"]
@@ -376,7 +370,7 @@ def test_one_detached_run_per_id_and_a_stale_pidfile_is_no_obstacle(
     assert _pidinfo(state, "once").pid == pid
 
     (tmp_path / "a.go").touch()
-    wait_for(lambda: _gone(pid), 30, "the detached run to end")
+    wait_for(lambda: process_ended(pid), 30, "the detached run to end")
     assert _results(tmp_path)["exit_code"] == 0
     assert not stale.exists()
 
@@ -421,7 +415,7 @@ def test_start_at_returns_at_once_and_starts_at_the_time(
     wait_for((tmp_path / "a.started").exists, 30, "the instance to start")
     started_ns = int((tmp_path / "a.started").read_text())
     assert started_ns / 1e9 >= start.timestamp()
-    wait_for(lambda: _gone(info.pid), 30, "the detached run to end")
+    wait_for(lambda: process_ended(info.pid), 30, "the detached run to end")
     (inst,) = _results(tmp_path)["instances"]
     assert (inst["status"], inst["total_tokens"]) == ("completed", 7)
     log = (state / "logs" / "coordinator.jsonl").read_text()
@@ -459,7 +453,7 @@ def test_detached_run_with_postgres(
 
     assert status()["orchestration"]["status"] == "running"
     (tmp_path / "a.go").touch()
-    wait_for(lambda: _gone(pid), 30, "the detached run to end")
+    wait_for(lambda: process_ended(pid), 30, "the detached run to end")
     final = status()
     assert final["orchestration"]["status"] == "completed"
     assert [i["total_tokens"] for i in final["instances"]] == [15]
@@ -491,7 +485,7 @@ def test_a_killed_daemon_leaves_no_orphans_and_its_id_free(
     pid = _pid_of(state, "doomed")
     wait_for(lambda: len(alive_cmdlines(tag)) == 1, 30, "the tool's grandchild to run")
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: _gone(pid), 10, "the daemon to die")
+    wait_for(lambda: process_ended(pid), 10, "the daemon to die")
     wait_for(lambda: alive_cmdlines(tag) == [], 15, "the guardian to reap the instance")
     assert (state / "runs" / "doomed.pid").exists()  # stale: nobody holds its lock
 
@@ -503,7 +497,7 @@ def test_a_killed_daemon_leaves_no_orphans_and_its_id_free(
     assert again.returncode == 0, again.stderr
     second = _pid_of(state, "doomed")
     assert second != pid
-    wait_for(lambda: _gone(second), 30, "the second run to end")
+    wait_for(lambda: process_ended(second), 30, "the second run to end")
     assert _results(tmp_path)["instances"][0]["total_tokens"] == 15
     assert not (state / "runs" / "doomed.pid").exists()
     wait_for(lambda: alive_cmdlines(tag) == [], 5, "no orphans")

@@ -17,6 +17,7 @@ import pytest
 
 from runner.guardian import Guardian
 from tests.engine.helpers import alive_cmdlines, sleeper
+from tests.faults.harness import process_ended
 from tests.faults.procs import coordinator, wait_for
 from tests.unit.streams import init, result, usage
 
@@ -128,7 +129,7 @@ def test_a_guardian_that_cannot_be_restarted_says_the_run_is_unguarded() -> None
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
         guardian.command = (str(Path(sys.executable).parent / "no-such-python"),)
-        wait_for(lambda: not psutil.pid_exists(pid) or _zombie(pid), 5, "the guardian to die")
+        wait_for(lambda: process_ended(pid), 5, "the guardian to die")
         note = guardian.check()
         assert note is not None and note.startswith("UNGUARDED RUN: the guardian")
         assert "cannot be restarted" in note and guardian.unguarded is not None
@@ -136,10 +137,3 @@ def test_a_guardian_that_cannot_be_restarted_says_the_run_is_unguarded() -> None
         guardian.track_group(1234, "mark")  # and tracking goes on without failing
     finally:
         guardian.close()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return True

@@ -13,14 +13,19 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from coordinator.claude_bin import PROJECT_LOCAL
 from coordinator.offline.server import serve_in_thread
 from tests.e2e.test_offline_run import respond
 from tests.engine.helpers import alive_cmdlines
-from tests.faults.harness import COORDINATOR, coordinator, coordinator_env, wait_for
+from tests.faults.harness import (
+    COORDINATOR,
+    coordinator,
+    coordinator_env,
+    process_ended,
+    wait_for,
+)
 from tests.faults.test_control import group_of, statuses
 
 pytestmark = [
@@ -173,11 +178,16 @@ def test_a_detached_run_is_watched_paused_and_stopped_from_other_terminals(
         (tmp_path / "alpha" / "go").touch()  # a stopped loop cannot see it
         stopped = other("stop", "night", "bravo")
         assert stopped.returncode == 0 and "bravo: cancelled" in stopped.stdout, stopped.stderr
-        assert rows()["alpha"]["status"] == "paused" and psutil.pid_exists(daemon)
+        assert rows()["alpha"]["status"] == "paused" and not process_ended(daemon)
         unpaused = other("unpause", "night", "alpha")
         assert unpaused.returncode == 0 and "alpha: unpaused" in unpaused.stdout
 
-        wait_for(lambda: not psutil.pid_exists(daemon), 90, "the detached run to end")
+        try:
+            wait_for(lambda: process_ended(daemon), 90, "the detached run to end")
+        except AssertionError as timed_out:
+            console = state / "runs" / "night.out"
+            shown = console.read_text(errors="replace")[-4000:] if console.exists() else "none"
+            raise AssertionError(f"{timed_out}; status: {rows()}; console: {shown}") from None
         served = server.usage_by_key()
     results = json.loads((tmp_path / "results.json").read_text())
     insts = {i["name"]: i for i in results["instances"]}

@@ -186,6 +186,9 @@ def test_rate_limit_headers_are_relative_to_the_answer() -> None:
         prefix + "7d-status": "allowed",
     }
     assert limit.headers(2000.0)[prefix + "reset"] == "2600"  # scripts stay reusable
+    # the other window opened once: its reset does not move from one answer to the next
+    later = limit.headers(1001.0, opened=1000.0)
+    assert later[prefix + "7d-reset"] == headers[prefix + "7d-reset"]
     assert RateLimit(resets_at=5000).headers(1000.0)[prefix + "reset"] == "5000"
     assert RateLimit().headers(0.0)[prefix + "reset"] == str(5 * 3600)
 
