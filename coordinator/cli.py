@@ -479,6 +479,17 @@ def cli(
     """Run many Claude Code CLI instances in parallel, with exact live token accounting,
     budgets, barriers and a Postgres progress store."""
     if ctx.invoked_subcommand is not None:
+        given = [
+            param.opts[0]
+            for param in ctx.command.params
+            if param.name
+            and ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:  # `coordinator --dry-run run ...` must never be a run that is not dry
+            raise UsageError(
+                f"{given[0]} before '{ctx.invoked_subcommand}' is not read: "
+                f"put it after it (coordinator {ctx.invoked_subcommand} {given[0]} ...)"
+            )
         return 0
     if list_commands or inspect_command:
         from coordinator.commands.cli import inspect_main, list_main
