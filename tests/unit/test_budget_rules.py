@@ -87,6 +87,4 @@ def test_command_budget_flag_as_the_python_orchestrator_takes_it() -> None:
         "/a": 1,
         "/b": 2,
     }
-    assert parse_command_budgets(["debug=2.5"], "--command-cost-budget", float) == {
-        "/debug": 2.5
-    }
+    assert parse_command_budgets(["debug=2.5"], "--command-cost-budget", float) == {"/debug": 2.5}
