@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -21,6 +22,7 @@ from rich.console import Console
 
 from coordinator.budget.rules import unused_command_budgets
 from coordinator.claude_bin import find_claude
+from coordinator.config.direct import DirectCommand, direct_config
 from coordinator.config.loader import load_config
 from coordinator.control.listener import listen_for_commands
 from coordinator.db.journal import replay_journals
@@ -48,7 +50,7 @@ COUNTDOWN_LINE_EVERY_S = 600.0
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
-    config_path: Path
+    config_path: Path | None  # None: direct mode (a command on the command line, no file)
     options: RunOptions
     output: Path | None = None
     dry_run: bool = False
@@ -64,6 +66,7 @@ class RunRequest:
     max_line_length: int = 120
     max_line_bytes: int | None = None
     skip_command_check: bool = False
+    direct: DirectCommand | None = None  # one instance from the command line
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,13 @@ class RunHooks:
 
 
 def make_plan(req: RunRequest, settings: Settings, *, need_claude: bool) -> RunPlan:
-    config = load_config(req.config_path)
+    config = load_config(req.config_path) if req.config_path is not None else None
+    options = req.options
+    if req.direct is not None:
+        if config is not None:
+            options = dataclasses.replace(options, replaced_instances=len(config.instances))
+        config = direct_config(req.direct, config)
+    assert config is not None, "a request has a config file or a command"
     try:
         claude = find_claude(req.claude_bin, settings.claude_bin).path
     except ClaudeNotFoundError:
@@ -86,11 +95,12 @@ def make_plan(req: RunRequest, settings: Settings, *, need_claude: bool) -> RunP
         claude = "claude"
     return build_plan(
         config,
-        req.options,
+        options,
         claude_bin=claude,
         config_path=req.config_path,
         cwd=Path.cwd(),
         now=datetime.now().astimezone(),
+        source=None if req.config_path is not None else "(command line)",
     )
 
 
@@ -99,7 +109,8 @@ def preflight(
 ) -> list[str]:
     """Problems that would make instances fail, found before any launch. Returns warnings;
     raises PreflightError for what must stop the run."""
-    warnings = [
+    warnings = [*plan.notes]
+    warnings += [
         f"command budget {key} matches no instance's command"
         for key in unused_command_budgets(plan)
     ]
@@ -149,7 +160,7 @@ def dry_run(req: RunRequest, settings: Settings, console: Console) -> int:
     else:
         console.print(render_text(plan), highlight=False, soft_wrap=True)
         for warning in warnings:
-            console.print(f"warning: {warning}", style="yellow", highlight=False)
+            console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -158,7 +169,7 @@ def preflight_soft(plan: RunPlan, req: RunRequest) -> list[str]:
     try:
         return preflight(plan, req, os.environ, dry_run=True)
     except PreflightError as exc:
-        return [str(exc)]
+        return [*plan.notes, str(exc)]
 
 
 async def wait_for_start(plan: RunPlan, console: Console) -> bool:
@@ -291,6 +302,8 @@ def launch_of(req: RunRequest, output: Path) -> dict[str, Any]:
         "sync_mode": opts.sync_mode.value if opts.sync_mode else None,
         "permission_mode": opts.permission_mode.value if opts.permission_mode else None,
         "max_attempts": opts.max_attempts,
+        "budget_type": opts.budget_type.value if opts.budget_type else None,
+        "output_format": opts.output_format,
     }
     flags = {
         "claude_bin": req.claude_bin,
@@ -298,9 +311,11 @@ def launch_of(req: RunRequest, output: Path) -> dict[str, Any]:
         "offline_script": str(req.offline_script.resolve()) if req.offline_script else None,
         "skip_command_check": req.skip_command_check,
         "max_line_bytes": req.max_line_bytes,
+        "budget_visuals": req.budget_visuals,
     }
     return launch_record(
         config_path=req.config_path,
+        direct=req.direct.as_record() if req.direct is not None else None,
         cwd=Path.cwd(),
         options=options,
         output=output,
@@ -314,7 +329,7 @@ async def run(
     hooks = hooks or RunHooks()
     plan = make_plan(req, settings, need_claude=True)
     for warning in preflight(plan, req, os.environ):
-        console.print(f"warning: {warning}", style="yellow", highlight=False)
+        console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     db = await check_database(req, settings, plan, lambda line: console.print(line))
     try:
         hooks.ready(plan)
@@ -353,7 +368,7 @@ async def execute(
         console,
         plan.status_report_interval,
         ReportOptions(
-            budget_visuals=req.budget_visuals,
+            budget_visuals=req.budget_visuals and plan.budget.visuals,
             max_console_lines=req.max_console_lines,
             max_line_length=req.max_line_length,
         ),

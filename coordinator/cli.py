@@ -2,8 +2,10 @@
 
 ``coordinator run --config F`` is the main form; ``coordinator --dry-run --config F``,
 ``coordinator --list-commands`` and ``coordinator --inspect-command /x`` work as top-level
-flags too. Every error the user can cause ends as one line on stderr and an exit code:
-2 for bad input, 1 for a run where an instance did not complete, 130 when interrupted.
+flags too. Direct mode, as the Python orchestrator has it: ``coordinator run "/analyze src"``
+(or ``coordinator "/analyze src"``) runs that one instance without a config file. Every
+error the user can cause ends as one line on stderr and an exit code: 2 for bad input, 1
+for a run where an instance did not complete, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from rich.console import Console
 
 from coordinator import app
 from coordinator.budget.flags import parse_command_budgets
+from coordinator.config.direct import DirectCommand
 from coordinator.config.models import (
     INT64_MAX,
     ORCHESTRATION_ID_PATTERN,
     ORCHESTRATION_ID_RULE,
     BudgetMode,
+    BudgetType,
     PermissionMode,
     SyncMode,
 )
@@ -39,6 +43,9 @@ from coordinator.settings import Settings, load_settings
 from coordinator.status.terminal import guard_std_streams
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# --log-level as the Python orchestrator names its console verbosity
+VERBOSITY = ("silent", "concise", "detailed")
 
 
 class FiniteFloat(click.FloatRange):
@@ -69,10 +76,9 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
     ),
     click.option(
         "--output-format",
-        type=click.Choice(["stream-json"]),
-        default="stream-json",
-        show_default=True,
-        help="claude output format (stream-json is required for live accounting).",
+        type=click.Choice(["stream-json", "json"]),
+        help="claude output format: stream-json (the default). json is accepted and still "
+        "runs as stream-json (live accounting needs it), said once.",
     ),
     click.option(
         "--timeout",
@@ -103,6 +109,14 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
     ),
     click.option("--quiet", is_flag=True, help="Errors and the final summary only."),
     click.option(
+        "--log-level",
+        "verbosity",
+        type=click.Choice(VERBOSITY),
+        help="silent: as --quiet; concise (default): the report, warnings and errors; "
+        "detailed: also the log file at debug and, off a terminal, info lines on stderr.",
+    ),
+    click.option("--verbose", is_flag=True, help="The same as --log-level detailed."),
+    click.option(
         "--startup-delay", type=FiniteFloat(min=0), help="Seconds between instance launches."
     ),
     click.option(
@@ -123,11 +137,23 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
         "command_budgets",
         multiple=True,
         metavar="/CMD=N",
-        help="Token budget shared by instances running /CMD (repeatable).",
+        help="Token budget shared by instances running /CMD (repeatable; the slash may be "
+        "left out; '/a=N,/b=M' sets several).",
     ),
     click.option("--overall-cost-budget", type=FiniteFloat(min=0, min_open=True), help="USD."),
     click.option(
-        "--command-cost-budget", "command_cost_budgets", multiple=True, metavar="/CMD=USD"
+        "--command-cost-budget",
+        "command_cost_budgets",
+        multiple=True,
+        metavar="/CMD=USD",
+        help="USD budget shared by instances running /CMD (as --command-budget).",
+    ),
+    click.option(
+        "--budget-parameter-type",
+        "budget_type",
+        type=click.Choice([t.value for t in BudgetType]),
+        help="Which budgets count: tokens (only token budgets), cost (only USD budgets), "
+        "mixed (every budget given, the default).",
     ),
     click.option("--budget-enforcement-mode", type=click.Choice([m.value for m in BudgetMode])),
     click.option("--disable-budget-visuals", is_flag=True),
@@ -169,7 +195,27 @@ RUN_OPTIONS: list[Callable[[F], F]] = [
         "state directory); print how to watch and stop it. With --json: that as JSON.",
     ),
     click.option("--detached-ready-fd", type=int, hidden=True),  # the daemon of --detach
+    # direct mode: one instance from the command given on the command line
+    click.option("--instance-name", help="Direct mode: the instance's name."),
+    click.option("--instance-description", help="Direct mode: the instance's description."),
+    click.option(
+        "--session-id", help="Direct mode: the claude session (a UUID, or a name mapped to one)."
+    ),
+    click.option("--clear-history", is_flag=True, help="Direct mode: start a fresh session."),
+    click.option(
+        "--compact-history",
+        is_flag=True,
+        help="Direct mode: send /compact first when continuing a session.",
+    ),
 ]
+
+DIRECT_FLAGS = {
+    "instance_name": "--instance-name",
+    "instance_description": "--instance-description",
+    "session_id": "--session-id",
+    "clear_history": "--clear-history",
+    "compact_history": "--compact-history",
+}
 
 
 def run_options(func: F) -> F:
@@ -178,9 +224,43 @@ def run_options(func: F) -> F:
     return func
 
 
+def verbosity_of(kw: dict[str, Any]) -> str:
+    """silent, concise or detailed: --log-level, else --quiet, else --verbose (the Python
+    orchestrator's order)."""
+    if kw.get("verbosity"):
+        return str(kw["verbosity"])
+    if kw.get("quiet"):
+        return "silent"
+    return "detailed" if kw.get("verbose") else "concise"
+
+
+def _direct(kw: dict[str, Any]) -> DirectCommand | None:
+    command = kw.get("direct_command")
+    if command is None:
+        given = [flag for name, flag in DIRECT_FLAGS.items() if kw.get(name)]
+        if given:
+            raise UsageError(
+                f"{given[0]} belongs to direct mode: give the command too "
+                f'(coordinator run "/command args" {given[0]} ...)'
+            )
+        return None
+    return DirectCommand(
+        command=command,
+        name=kw.get("instance_name"),
+        description=kw.get("instance_description"),
+        session_id=kw.get("session_id"),
+        clear_history=bool(kw.get("clear_history")),
+        compact_history=bool(kw.get("compact_history")),
+    )
+
+
 def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
-    if kw.get("config_path") is None:
-        raise UsageError("--config is required (a JSON instance config)")
+    direct = _direct(kw)
+    if kw.get("config_path") is None and direct is None:
+        raise UsageError(
+            "--config is required (a JSON instance config), "
+            'or give a command: coordinator run "/cmd"'
+        )
     orch_id = kw.get("orchestration_id")
     if orch_id is not None and not re.fullmatch(ORCHESTRATION_ID_PATTERN, orch_id):
         raise UsageError(f"--orchestration-id {orch_id!r}: use {ORCHESTRATION_ID_RULE} characters")
@@ -211,6 +291,8 @@ def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
         else None,
         start_at=start_at,
         max_attempts=kw.get("max_attempts"),
+        budget_type=BudgetType(kw["budget_type"]) if kw.get("budget_type") else None,
+        output_format=kw.get("output_format"),
     )
     return app.RunRequest(
         config_path=kw["config_path"],
@@ -223,12 +305,13 @@ def _request(kw: dict[str, Any], dry_run: bool) -> app.RunRequest:
         no_database=bool(kw.get("no_database")),
         offline=bool(kw.get("offline")),
         offline_script=kw.get("offline_script"),
-        quiet=bool(kw.get("quiet")),
+        quiet=verbosity_of(kw) == "silent",
         budget_visuals=not kw.get("disable_budget_visuals"),
         max_console_lines=kw.get("max_console_lines") or 0,
         max_line_length=kw.get("max_line_length") or 120,
         max_line_bytes=kw.get("max_line_bytes"),
         skip_command_check=bool(kw.get("skip_command_check")),
+        direct=direct,
     )
 
 
@@ -255,8 +338,11 @@ def _settings_and_logging(kw: dict[str, Any], dry_run: bool) -> Settings:
 
     settings = load_settings()
     console = not sys.stderr.isatty()
+    detailed = verbosity_of(kw) == "detailed"
+    level = "debug" if detailed else settings.log_level
+    shown = "info" if detailed else "warning"
     if dry_run:
-        configure_logging(None, settings.log_level, console=console)
+        configure_logging(None, level, console=console, console_level=shown)
         return settings
     state_dir = settings.state_dir or platformdirs.user_state_path("coordinator")
     if not (kw.get("no_database") or settings.no_database):
@@ -272,7 +358,7 @@ def _settings_and_logging(kw: dict[str, Any], dry_run: bool) -> Settings:
     try:
         writable_file(log_file, origin)
         try:
-            configure_logging(log_file, settings.log_level, console=console)
+            configure_logging(log_file, level, console=console, console_level=shown)
         except OSError as exc:
             raise PreflightError(f"{origin} {log_file}: {exc.strerror or exc}") from None
     except PreflightError as exc:
@@ -282,7 +368,7 @@ def _settings_and_logging(kw: dict[str, Any], dry_run: bool) -> Settings:
             f"coordinator: warning: no log file: {exc} (set --log-file or COORDINATOR_LOG_FILE)",
             err=True,
         )
-        configure_logging(None, settings.log_level, console=console)
+        configure_logging(None, level, console=console, console_level=shown)
     return settings
 
 
@@ -336,7 +422,47 @@ def _run_detached(kw: dict[str, Any]) -> int:
         return asyncio.run(app.run(req, settings, _console(), hooks=child.hooks()))
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+def first_positional(params: list[click.Parameter], args: list[str]) -> str | None:
+    """The first word of ``args`` that is neither an option nor an option's value."""
+    takes_value = {
+        opt
+        for param in params
+        if isinstance(param, click.Option) and not param.is_flag
+        for opt in param.opts
+    }
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if word == "--":
+            return args[i + 1] if i + 1 < len(args) else None
+        if word.startswith("-") and word != "-":
+            i += 2 if word in takes_value else 1
+            continue
+        return word
+    return None
+
+
+class DirectGroup(click.Group):
+    """``coordinator "/analyze src" ...`` is ``coordinator run "/analyze src" ...`` (the
+    Python orchestrator's top-level direct mode). Only a word that starts with '/' or holds
+    a space counts: a mistyped subcommand stays an error, never a prompt sent to claude."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        word = first_positional(self.params, args)
+        if (
+            word is not None
+            and word not in self.commands
+            and (word.startswith("/") or any(c.isspace() for c in word))
+        ):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(
+    cls=DirectGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("--dry-run", is_flag=True, help="Show exactly what would launch; launch nothing.")
 @click.option("--list-commands", is_flag=True, help="List the slash commands claude offers.")
 @click.option("--inspect-command", metavar="/NAME", help="Show one slash command in detail.")
@@ -353,6 +479,17 @@ def cli(
     """Run many Claude Code CLI instances in parallel, with exact live token accounting,
     budgets, barriers and a Postgres progress store."""
     if ctx.invoked_subcommand is not None:
+        given = [
+            param.opts[0]
+            for param in ctx.command.params
+            if param.name
+            and ctx.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE
+        ]
+        if given:  # `coordinator --dry-run run ...` must never be a run that is not dry
+            raise UsageError(
+                f"{given[0]} before '{ctx.invoked_subcommand}' is not read: "
+                f"put it after it (coordinator {ctx.invoked_subcommand} {given[0]} ...)"
+            )
         return 0
     if list_commands or inspect_command:
         from coordinator.commands.cli import inspect_main, list_main
@@ -370,10 +507,13 @@ def cli(
 
 
 @cli.command("run")
+@click.argument("direct_command", metavar="[COMMAND]", required=False)
 @click.option("--dry-run", is_flag=True, help="Show exactly what would launch; launch nothing.")
 @run_options
 def run_cmd(dry_run: bool, **kw: Any) -> int:
-    """Launch every instance of a config and watch them to the end."""
+    """Launch every instance of a config and watch them to the end. With a COMMAND
+    ("/analyze src", or a prompt): run that one instance, no config file needed (with
+    --config: instead of its instances, under its settings)."""
     return _execute(kw, dry_run=dry_run)
 
 

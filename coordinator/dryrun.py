@@ -38,6 +38,8 @@ def plan_to_dict(plan: RunPlan, environ: dict[str, str] | None = None) -> dict[s
             "overall_cost_usd": budget.overall_cost_usd,
             "command_cost_budgets": budget.command_cost_budgets,
             "count_cache_reads": budget.count_cache_reads,
+            "budget_type": budget.budget_type.value if budget.budget_type else None,
+            "visuals": budget.visuals,
         },
         "bypass_permissions": plan.uses_bypass,
         "instances": [_instance(inst, plan, secrets) for inst in plan.instances],
@@ -66,6 +68,7 @@ def _instance(inst: PlannedInstance, plan: RunPlan, secrets: list[str]) -> dict[
         "env": mask_all(inst.env),  # every config env value is a secret
         "permission_mode": inst.permission_mode.value,
         "token_budget": inst.token_budget,
+        "cost_budget_usd": inst.cost_budget_usd,
         "command_budget": plan.budget.command_budgets.get(inst.slash_command or "", None),
         "scenario": inst.scenario.model_dump() if inst.scenario else None,
     }

@@ -16,7 +16,12 @@ from typing import Any, TextIO
 import structlog
 
 
-def configure_logging(log_file: Path | None, level: str = "info", console: bool = False) -> None:
+def configure_logging(
+    log_file: Path | None,
+    level: str = "info",
+    console: bool = False,
+    console_level: str = "warning",
+) -> None:
     lvl = logging.getLevelName(level.upper())
     if not isinstance(lvl, int):
         lvl = logging.INFO
@@ -25,7 +30,8 @@ def configure_logging(log_file: Path | None, level: str = "info", console: bool 
         log_file.parent.mkdir(parents=True, exist_ok=True)
         sinks.append((log_file.open("a", encoding="utf-8"), True, lvl))
     if console:
-        sinks.append((sys.stderr, False, max(lvl, logging.WARNING)))
+        shown = logging.getLevelName(console_level.upper())
+        sinks.append((sys.stderr, False, max(lvl, shown if isinstance(shown, int) else 30)))
 
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,

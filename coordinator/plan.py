@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from coordinator.config.models import (
     BudgetConfig,
     BudgetMode,
+    BudgetType,
     Config,
     InstanceConfig,
     PermissionMode,
@@ -57,6 +58,10 @@ class RunOptions:
     permission_mode: PermissionMode | None = None
     start_at: datetime | None = None
     max_attempts: int | None = None
+    budget_type: BudgetType | None = None
+    output_format: str | None = None  # --output-format; "json" still runs as stream-json
+    # a config's instances replaced by a command given on the command line (direct mode)
+    replaced_instances: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,8 @@ class PlannedInstance:
     launch: LaunchSpec = field(default_factory=lambda: LaunchSpec(session_id="", prompt=None))
     claude_bin: str = "claude"
     max_attempts: int = 1
+    permission_given: bool = True  # False: nobody asked for one, the default applies
+    json_requested: bool = False  # output_format "json" asked for (it runs as stream-json)
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
@@ -109,6 +116,8 @@ class RunPlan:
     continue_prompt: str | None = None
     usage_limit_jitter_s: float = 5.0
     usage_limit_fallback_s: float = 300.0
+    # what the run does differently from what was asked, said once in dry-run and at start
+    notes: tuple[str, ...] = ()
 
     @property
     def uses_bypass(self) -> bool:
@@ -133,6 +142,7 @@ def build_plan(
     config_path: Path | None,
     cwd: Path,
     now: datetime,
+    source: str | None = None,
 ) -> RunPlan:
     orch = config.orchestration
     orchestration_id = options.orchestration_id or orch.id or new_orchestration_id(now)
@@ -143,7 +153,8 @@ def build_plan(
         workspace = (base / orch.workspace).resolve()
     else:
         workspace = cwd.resolve()
-    budget = _budget(orch.budget, options)
+    merged = _budget(orch.budget, options)
+    budget = _counted(merged)
     sync = (
         orch.sync
         if options.sync_mode is None
@@ -154,14 +165,24 @@ def build_plan(
     names = config.instance_names()
     instances = tuple(
         _plan_instance(
-            i, names[i], inst, orchestration_id, workspace, offsets[i], options, config, claude_bin
+            i,
+            names[i],
+            inst,
+            orchestration_id,
+            workspace,
+            offsets[i],
+            options,
+            config,
+            claude_bin,
+            budget,
         )
         for i, inst in enumerate(config.instances)
     )
-    _check_sessions_unique(instances, config, str(config_path) if config_path else "<config>")
+    shown = source or (str(config_path) if config_path else "<config>")
+    _check_sessions_unique(instances, config, shown)
     return RunPlan(
         orchestration_id=orchestration_id,
-        config_source=str(config_path) if config_path else "<config>",
+        config_source=shown,
         workspace=workspace,
         instances=instances,
         budget=budget,
@@ -177,6 +198,7 @@ def build_plan(
         continue_prompt=orch.continue_prompt,
         usage_limit_jitter_s=orch.usage_limit_jitter_s,
         usage_limit_fallback_s=orch.usage_limit_fallback_s,
+        notes=tuple(_notes(instances, merged, config, options, shown)),
     )
 
 
@@ -190,6 +212,7 @@ def _plan_instance(
     options: RunOptions,
     config: Config,
     claude_bin: str,
+    budget: BudgetConfig,
 ) -> PlannedInstance:
     inst_ws = workspace if inst.workspace is None else (workspace / inst.workspace).resolve()
     session_id = session_uuid(orchestration_id, name, inst.session_id, inst_ws)
@@ -202,9 +225,10 @@ def _plan_instance(
     permission = options.permission_mode or inst.permission_mode or DEFAULT_PERMISSION_MODE
     turns = tuple(inst.turns)
     system_prompt = _system_prompt(inst, config)
-    budget = config.orchestration.budget
-    cost_cap = inst.max_cost_usd
-    overall_cost = options.overall_cost_budget or budget.overall_cost_usd
+    counts_cost = budget.budget_type is not BudgetType.TOKENS
+    counts_tokens = budget.budget_type is not BudgetType.COST
+    cost_cap = inst.max_cost_usd if counts_cost else None
+    overall_cost = budget.overall_cost_usd
     if overall_cost is not None and (cost_cap is None or overall_cost < cost_cap):
         cost_cap = overall_cost  # one instance alone can never exceed the overall budget
     on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0])
@@ -237,13 +261,16 @@ def _plan_instance(
         env={**config.orchestration.env, **inst.env},
         offset_s=offset,
         permission_mode=permission,
-        token_budget=inst.max_tokens_per_command,
-        cost_budget_usd=inst.max_cost_usd,
+        token_budget=inst.max_tokens_per_command if counts_tokens else None,
+        cost_budget_usd=inst.max_cost_usd if counts_cost else None,
         scenario=inst.scenario,
         streams_input=on_stdin,
         launch=spec,
         claude_bin=claude_bin,
         max_attempts=options.max_attempts or inst.max_attempts or config.orchestration.max_attempts,
+        permission_given=options.permission_mode is not None or inst.permission_mode is not None,
+        json_requested=options.output_format == "json"
+        or (options.output_format is None and inst.output_format == "json"),
     )
 
 
@@ -292,7 +319,78 @@ def _budget(base: BudgetConfig, options: RunOptions) -> BudgetConfig:
         }
     if options.budget_mode is not None:
         update["mode"] = options.budget_mode
+    if options.budget_type is not None:
+        update["budget_type"] = options.budget_type
     return base.model_copy(update=update) if update else base
+
+
+def _counted(budget: BudgetConfig) -> BudgetConfig:
+    """The budgets that count under ``budget_type``: ``tokens`` drops the USD ones, ``cost``
+    the token ones (the notes name what was dropped); ``mixed`` or unset keeps every one."""
+    if budget.budget_type is BudgetType.TOKENS:
+        return budget.model_copy(update={"overall_cost_usd": None, "command_cost_budgets": {}})
+    if budget.budget_type is BudgetType.COST:
+        return budget.model_copy(update={"overall_tokens": None, "command_budgets": {}})
+    return budget
+
+
+def _notes(
+    instances: tuple[PlannedInstance, ...],
+    budget: BudgetConfig,
+    config: Config,
+    options: RunOptions,
+    source: str,
+) -> list[str]:
+    """One line per thing this run does differently from what its config or flags say (or
+    from what the Python orchestrator would do with them)."""
+    notes: list[str] = []
+    if options.replaced_instances:
+        notes.append(
+            f"the command given replaces the {options.replaced_instances} instance(s) of "
+            f"{source}; its orchestration and budget settings apply"
+        )
+    as_json = [i.name for i in instances if i.json_requested]
+    if as_json:
+        notes.append(
+            f"output format json runs as stream-json ({_names(as_json)}): live accounting "
+            "needs the stream; the final result is in the results JSON"
+        )
+    defaulted = [i.name for i in instances if not i.permission_given]
+    if defaulted:
+        notes.append(
+            f"no permission_mode for {_names(defaulted)}: {DEFAULT_PERMISSION_MODE.value} "
+            f"applies (the Python orchestrator's default is {PermissionMode.BYPASS.value}), "
+            "so headless tool calls outside allowed_tools are denied; opt in with "
+            f"--permission-mode {PermissionMode.BYPASS.value}"
+        )
+    dropped = _dropped_budgets(budget, config)
+    if dropped:
+        kind = budget.budget_type.value if budget.budget_type else ""
+        notes.append(f"budget type {kind}: not enforced: {'; '.join(dropped)}")
+    return notes
+
+
+def _dropped_budgets(budget: BudgetConfig, config: Config) -> list[str]:
+    if budget.budget_type is BudgetType.TOKENS:
+        out = [f"overall ${budget.overall_cost_usd:g}"] if budget.overall_cost_usd else []
+        out += [f"{k} ${v:g}" for k, v in budget.command_cost_budgets.items()]
+        capped = [i for i in config.instances if i.max_cost_usd is not None]
+        if capped:
+            out.append(f"max_cost_usd of {len(capped)} instance(s)")
+        return out
+    if budget.budget_type is BudgetType.COST:
+        out = [f"overall {budget.overall_tokens:,} tokens"] if budget.overall_tokens else []
+        out += [f"{k} {v:,} tokens" for k, v in budget.command_budgets.items()]
+        capped = [i for i in config.instances if i.max_tokens_per_command is not None]
+        if capped:
+            out.append(f"max_tokens_per_command of {len(capped)} instance(s)")
+        return out
+    return []
+
+
+def _names(names: list[str], shown: int = 3) -> str:
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head} and {len(names) - shown} more"
 
 
 def _pick(flag: _T | None, configured: _T) -> _T:

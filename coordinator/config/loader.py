@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from coordinator.config.compat import merge_legacy_budget, strip_comments
 from coordinator.config.models import Config
 from coordinator.errors import MISSING, ConfigError
 
@@ -80,9 +81,10 @@ def parse_config(data: Any, source: str = "<config>") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(source, "", MISSING, "top level must be a JSON object")
     try:
-        config = Config.model_validate(data)
+        config = Config.model_validate(strip_comments(data))  # "// ..." keys are comments
     except ValidationError as exc:
         raise _to_config_error(exc, source) from None
+    config = merge_legacy_budget(config, source)
     clash = config.duplicate_name()
     if clash is not None:
         first, second, name = clash
@@ -105,6 +107,8 @@ def _to_config_error(exc: ValidationError, source: str) -> ConfigError:
         problem = "unknown field"
     elif first["type"] == "missing":
         problem = "required field is missing"
+        if path.startswith("instances[") and path.endswith("].command"):
+            problem += " (give command, or prompt)"
     else:
         problem = str(first["msg"]).removeprefix("Value error, ")
     if not first["loc"] or (isinstance(value, dict | list) and len(repr(value)) > 80):

@@ -61,6 +61,15 @@ class BudgetMode(StrEnum):
     BLOCK = "block"
 
 
+class BudgetType(StrEnum):
+    """Which budgets count (the Python orchestrator's ``budget_type``): ``tokens`` only the
+    token budgets, ``cost`` only the USD ones, ``mixed`` (like unset) every budget given."""
+
+    TOKENS = "tokens"
+    COST = "cost"
+    MIXED = "mixed"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(
         extra="forbid", frozen=True, use_enum_values=False, allow_inf_nan=False
@@ -83,6 +92,12 @@ def _check_command_key(key: str) -> str:
     return key
 
 
+def with_slash(key: str) -> str:
+    """``analyze`` -> ``/analyze``: the Python orchestrator adds the slash a budget key lacks."""
+    key = key.strip()
+    return key if key.startswith("/") else "/" + key
+
+
 class BudgetConfig(_Strict):
     overall_tokens: PositiveTokens | None = None
     command_budgets: dict[str, PositiveTokens] = Field(default_factory=dict)
@@ -91,6 +106,8 @@ class BudgetConfig(_Strict):
     mode: BudgetMode = BudgetMode.WARN
     count_cache_reads: Flag = True
     warn_thresholds: list[Percent] = Field(default_factory=lambda: [80, 100])
+    budget_type: BudgetType | None = None  # None: every budget given counts
+    visuals: Flag = True  # budget bars in the report
 
     @field_validator("command_budgets", "command_cost_budgets")
     @classmethod
@@ -98,6 +115,30 @@ class BudgetConfig(_Strict):
         for key in value:
             _check_command_key(key)
         return value
+
+
+class LegacyBudgetConfig(_Strict):
+    """The Python orchestrator's top-level ``budget`` block, as its configs spell it; the
+    loader maps it onto ``orchestration.budget`` (coordinator.config.compat)."""
+
+    overall_budget: PositiveTokens | None = None
+    overall_cost_budget: PositiveUsd | None = None
+    budget_type: BudgetType | None = None
+    enforcement_mode: BudgetMode | None = None
+    disable_visuals: Flag | None = None
+    command_budgets: dict[str, PositiveTokens] = Field(default_factory=dict)
+    command_cost_budgets: dict[str, PositiveUsd] = Field(default_factory=dict)
+
+    @field_validator("command_budgets", "command_cost_budgets")
+    @classmethod
+    def _keys(cls, value: dict[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, number in value.items():
+            slashed = _check_command_key(with_slash(key))
+            if slashed in out:
+                raise ValueError(f"command budget keys {key!r} and {slashed!r} are the same")
+            out[slashed] = number
+        return out
 
 
 class SyncConfig(_Strict):
@@ -146,7 +187,8 @@ class InstanceConfig(_Strict):
     description: str | None = None
     allowed_tools: list[str] | None = None
     permission_mode: PermissionMode | None = None
-    output_format: Literal["stream-json"] = "stream-json"
+    # "json" is accepted and still runs as stream-json: live accounting needs the stream
+    output_format: Literal["stream-json", "json"] = "stream-json"
     session_id: str | None = None
     clear_history: Flag = False
     compact_history: Flag = False
@@ -164,6 +206,22 @@ class InstanceConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     scenario: ScenarioConfig | None = None
     max_attempts: PositiveInt | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prompt_or_command(cls, data: object) -> object:
+        """``prompt`` (the Python orchestrator's alternative to ``command``) is the command:
+        exactly one of them."""
+        if not isinstance(data, dict):
+            return data
+        if "prompt" in data and "command" in data:
+            raise ValueError("give command or prompt, not both (prompt is another name for it)")
+        if "prompt" not in data:
+            return data  # no command either: "required field is missing (command or prompt)"
+        prompt = data["prompt"]
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt must be non-blank text, not {prompt!r:.60}")
+        return {**{k: v for k, v in data.items() if k != "prompt"}, "command": prompt}
 
     @field_validator("command")
     @classmethod
@@ -222,6 +280,8 @@ class InstanceConfig(_Strict):
 class Config(_Strict):
     instances: Annotated[list[InstanceConfig], Field(min_length=1)]
     orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
+    # the Python orchestrator's block; the loader maps it onto orchestration.budget
+    budget: LegacyBudgetConfig | None = None
 
     def duplicate_name(self) -> tuple[int, int, str] | None:
         """(first index, second index, name) of the first clash of instance names."""

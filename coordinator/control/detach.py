@@ -344,7 +344,10 @@ def child_argv(
     """The daemon's argv: the run's own flags as the foreground parsed them (values, not
     the words typed, so nothing is re-read differently later), with ``overrides``."""
     argv = [sys.executable, "-m", "coordinator.cli", "run"]
+    positional: list[str] = []
     for param in params:
+        if isinstance(param, click.Argument) and param.name and kw.get(param.name) is not None:
+            positional.append(str(kw[param.name]))  # direct mode's command
         if not isinstance(param, click.Option) or not param.name:
             continue
         if param.name in _NOT_PASSED | SECRET_FLAGS:
@@ -360,7 +363,7 @@ def child_argv(
                 argv += [flag, str(item)]
         else:
             argv += [flag, str(value)]
-    return argv
+    return [*argv, "--", *positional] if positional else argv
 
 
 def detach(
@@ -381,7 +384,7 @@ def detach(
         )
     plan = app.make_plan(req, settings, need_claude=True)
     for warning in app.preflight(plan, req, os.environ):
-        console.print(f"warning: {warning}", style="yellow", highlight=False)
+        console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     state_dir = app.state_dir_of(settings)
     writable_dir(
         runs_dir(state_dir),

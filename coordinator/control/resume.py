@@ -156,16 +156,18 @@ def _record(item: Mapping[str, Any]) -> AttemptRecord:
 
 def launch_record(
     *,
-    config_path: Path,
+    config_path: Path | None,
     cwd: Path,
     options: Mapping[str, Any],
     output: Path,
     flags: Mapping[str, Any],
+    direct: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """How a run was launched, as the database keeps it for a resume. Never secrets: the
     config's env values are read again from the config file, the DSN is not kept."""
     return {
-        "config_path": str(config_path.resolve()),
+        "config_path": str(config_path.resolve()) if config_path is not None else None,
+        "direct": dict(direct) if direct is not None else None,  # a command-line instance
         "cwd": str(cwd.resolve()),
         "options": dict(options),
         "output": str(output.resolve()),

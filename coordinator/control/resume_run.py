@@ -14,7 +14,8 @@ from typing import Any
 from rich.console import Console
 
 from coordinator import app
-from coordinator.config.models import BudgetMode, PermissionMode, SyncMode
+from coordinator.config.direct import DirectCommand
+from coordinator.config.models import BudgetMode, BudgetType, PermissionMode, SyncMode
 from coordinator.control.resume import check_owner, choose, seed_state
 from coordinator.db.journal import replay_journals
 from coordinator.engine.orchestrator import Orchestrator
@@ -56,9 +57,12 @@ def run_request(launch: dict[str, Any], rr: ResumeRequest, orchestration_id: str
             PermissionMode(opts["permission_mode"]) if opts.get("permission_mode") else None
         ),
         max_attempts=rr.max_attempts or opts.get("max_attempts"),
+        budget_type=BudgetType(opts["budget_type"]) if opts.get("budget_type") else None,
+        output_format=opts.get("output_format"),
     )
     return app.RunRequest(
-        config_path=rr.config_path or Path(launch["config_path"]),
+        config_path=rr.config_path
+        or (Path(launch["config_path"]) if launch.get("config_path") else None),
         options=options,
         output=Path(launch["output"]) if launch.get("output") else None,
         json_output=rr.json_output,
@@ -69,6 +73,8 @@ def run_request(launch: dict[str, Any], rr: ResumeRequest, orchestration_id: str
         quiet=rr.quiet,
         max_line_bytes=flags.get("max_line_bytes"),
         skip_command_check=bool(flags.get("skip_command_check")),
+        budget_visuals=bool(flags.get("budget_visuals", True)),
+        direct=DirectCommand.from_record(launch["direct"]) if launch.get("direct") else None,
     )
 
 

@@ -65,7 +65,9 @@ def test_instance_budget_and_unused_command_budget(tmp_path: Path) -> None:
     assert unused_command_budgets(plan) == ["/zzz"]
 
 
-@pytest.mark.parametrize("raw", ["/x=", "x=5", "/x=abc", "/x=0", "/x=-3", "/x"])
+@pytest.mark.parametrize(
+    "raw", ["/x=", "=5", "a b=5", "/x=abc", "/x=0", "/x=-3", "/x", "/x=1,000", "/a=1,/b"]
+)
 def test_command_budget_flag_errors(raw: str) -> None:
     with pytest.raises(UsageError, match="--command-budget"):
         parse_command_budgets([raw], "--command-budget", int)
@@ -76,3 +78,13 @@ def test_command_budget_flag_ok() -> None:
         "/x": 5,
         "/y": 7,
     }
+
+
+def test_command_budget_flag_as_the_python_orchestrator_takes_it() -> None:
+    """The slash may be left out (it adds it); its guide's comma form sets several."""
+    assert parse_command_budgets(["analyze=5", "/a=1,/b=2"], "--command-budget", int) == {
+        "/analyze": 5,
+        "/a": 1,
+        "/b": 2,
+    }
+    assert parse_command_budgets(["debug=2.5"], "--command-cost-budget", float) == {"/debug": 2.5}

@@ -69,3 +69,28 @@ def test_the_daemon_gets_the_same_flags_with_id_output_and_start_pinned() -> Non
     }
     assert {k: again[k] for k in same} == {k: kw[k] for k in same}
     assert again["command_budgets"] == ("/a=10", "/b=20") and again["timeout"] == 1.5
+
+
+def test_the_daemon_gets_the_python_orchestrators_flags_and_the_direct_command() -> None:
+    """Direct mode and the flags added for users of the Python orchestrator survive the
+    re-exec: the positional command (after ``--``, so a prompt that starts with '-' stays a
+    prompt) and every new option, as the foreground parsed them."""
+    given = [
+        "-starts with a dash; then /analyze", "--no-db",
+        "--log-level", "detailed", "--verbose", "--budget-parameter-type", "cost",
+        "--command-budget", "analyze=10", "--command-cost-budget", "fix=1.5",
+        "--output-format", "json", "--instance-name", "a", "--instance-description", "d",
+        "--session-id", "s1", "--clear-history", "--compact-history", "--detach",
+    ]  # fmt: skip
+    kw = _parsed([*given[1:], "--", given[0]])
+    assert kw["direct_command"] == given[0]
+    argv = child_argv(run_cmd.params, kw, {"orchestration_id": "o-1", "output": Path("/r")})
+    assert argv[-2:] == ["--", given[0]]
+    again = _parsed(argv[4:])
+    same = {k for k in kw if k not in {"detach", "orchestration_id", "output"}}
+    assert {k: again[k] for k in same} == {k: kw[k] for k in same}
+    assert again["direct_command"] == given[0] and again["budget_type"] == "cost"
+    assert again["verbosity"] == "detailed" and again["session_id"] == "s1"
+    assert again["clear_history"] is True and again["compact_history"] is True
+    without = child_argv(run_cmd.params, _parsed(["--config", "c.json"]), {})
+    assert "--" not in without
