@@ -22,6 +22,7 @@ from rich.console import Console
 
 from coordinator.budget.rules import unused_command_budgets
 from coordinator.claude_bin import find_claude
+from coordinator.commands.builtins import Builtins
 from coordinator.config.direct import DirectCommand, direct_config
 from coordinator.config.loader import load_config
 from coordinator.control.listener import listen_for_commands
@@ -105,7 +106,12 @@ def make_plan(req: RunRequest, settings: Settings, *, need_claude: bool) -> RunP
 
 
 def preflight(
-    plan: RunPlan, req: RunRequest, environ: Mapping[str, str], *, dry_run: bool = False
+    plan: RunPlan,
+    req: RunRequest,
+    environ: Mapping[str, str],
+    *,
+    state_dir: Path,
+    dry_run: bool = False,
 ) -> list[str]:
     """Problems that would make instances fail, found before any launch. Returns warnings;
     raises PreflightError for what must stop the run."""
@@ -128,14 +134,16 @@ def preflight(
     if refusal:
         raise PreflightError(refusal)
     if not req.skip_command_check:
-        _check_slash_commands(plan)
+        _check_slash_commands(plan, state_dir)
     return warnings
 
 
-def _check_slash_commands(plan: RunPlan) -> None:
+def _check_slash_commands(plan: RunPlan, state_dir: Path) -> None:
+    """Every slash command a turn starts with exists for the claude that will run."""
     from coordinator.commands import discovery
 
-    found: dict[Path, discovery.Discovery] = {}
+    found: dict[tuple[Path, str], discovery.Discovery] = {}
+    builtins: dict[str, Builtins] = {}  # per claude, asked only when a turn names a command
     for inst in plan.instances:
         if not inst.workspace.is_dir():
             continue
@@ -143,18 +151,47 @@ def _check_slash_commands(plan: RunPlan) -> None:
             name = discovery.command_name_of(turn)
             if name is None:
                 continue
-            if inst.workspace not in found:
-                found[inst.workspace] = discovery.scan(inst.workspace)
-            known = found[inst.workspace]
+            if inst.claude_bin not in builtins:
+                builtins[inst.claude_bin] = _builtins_of(inst.claude_bin, state_dir)
+            where = (inst.workspace, inst.claude_bin)
+            if where not in found:
+                found[where] = discovery.scan(inst.workspace, builtins=builtins[inst.claude_bin])
+            known = found[where]
             try:
                 discovery.find(known.commands, "/" + name, hidden=known.hidden)
             except CoordinatorError as exc:
                 raise PreflightError(f"instance {inst.name}: {exc}") from None
 
 
+def _builtins_of(claude_bin: str, state_dir: Path) -> Builtins:
+    """The built-ins of the claude that will run (asked when it is not the pinned version).
+    A dry run may have no claude at all: then the recorded ones."""
+    from coordinator.commands.asked import builtins_for
+    from coordinator.commands.builtins import RECORDED
+
+    try:
+        asked = builtins_for(claude_bin, state_dir, warn=lambda text: log.warning(text))
+    except ClaudeNotFoundError:
+        log.info("no claude to ask for its slash commands: recorded ones", claude_bin=claude_bin)
+        return RECORDED
+    except CoordinatorError as exc:
+        raise PreflightError(
+            f"cannot ask {claude_bin} for its slash commands: {exc} "
+            "(--skip-command-check launches without this check)"
+        ) from None
+    if asked.builtins.source == "probe":
+        log.info(
+            "asked claude for its slash commands",
+            claude_bin=claude_bin,
+            version=asked.builtins.version,
+            cache=str(asked.cache_path),
+        )
+    return asked.builtins
+
+
 def dry_run(req: RunRequest, settings: Settings, console: Console) -> int:
     plan = make_plan(req, settings, need_claude=False)
-    warnings = preflight_soft(plan, req)
+    warnings = preflight_soft(plan, req, state_dir_of(settings))
     if req.json_output:
         console.print_json(render_json(plan))
     else:
@@ -164,10 +201,10 @@ def dry_run(req: RunRequest, settings: Settings, console: Console) -> int:
     return 0
 
 
-def preflight_soft(plan: RunPlan, req: RunRequest) -> list[str]:
+def preflight_soft(plan: RunPlan, req: RunRequest, state_dir: Path) -> list[str]:
     """Dry-run shows problems instead of refusing."""
     try:
-        return preflight(plan, req, os.environ, dry_run=True)
+        return preflight(plan, req, os.environ, dry_run=True, state_dir=state_dir)
     except PreflightError as exc:
         return [*plan.notes, str(exc)]
 
@@ -328,7 +365,7 @@ async def run(
 ) -> int:
     hooks = hooks or RunHooks()
     plan = make_plan(req, settings, need_claude=True)
-    for warning in preflight(plan, req, os.environ):
+    for warning in preflight(plan, req, os.environ, state_dir=state_dir_of(settings)):
         console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     db = await check_database(req, settings, plan, lambda line: console.print(line))
     try:

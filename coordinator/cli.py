@@ -495,9 +495,10 @@ def cli(
         from coordinator.commands.cli import inspect_main, list_main
 
         workspace = kw.get("workspace") or Path.cwd()
+        claude_bin = kw.get("claude_bin")
         if inspect_command:
-            return inspect_main(inspect_command, workspace, bool(kw.get("json_output")))
-        return list_main(workspace, bool(kw.get("json_output")))
+            return inspect_main(inspect_command, workspace, bool(kw.get("json_output")), claude_bin)
+        return list_main(workspace, bool(kw.get("json_output")), claude_bin)
     if dry_run:
         return _execute(kw, dry_run=True)
     if kw.get("config_path") is not None:

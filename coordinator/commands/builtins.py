@@ -1,5 +1,8 @@
 """Commands that ship inside the pinned CLI, as its own ``system/init`` event lists them.
 
+For another CLI version, :mod:`coordinator.commands.asked` asks that CLI and caches the
+answer; :class:`Builtins` is the answer either way.
+
 Observed with ``coordinator.commands.probe`` on an empty workspace and an empty HOME
 (also in a fresh git repository and as root with ``IS_SANDBOX=1``: the same list). The set
 changes from one CLI version to the next, so it is recorded with the version it was
@@ -10,6 +13,9 @@ empty HOME cannot see.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 OBSERVED_VERSION = "2.1.329"
 
@@ -72,3 +78,24 @@ BUILTIN_NAMES: frozenset[str] = frozenset(BUNDLED_SKILLS) | frozenset(BUILTIN_CO
 def builtin_kind(name: str) -> str:
     """A short description for a built-in name: "bundled skill" or "built-in command"."""
     return "bundled skill" if name in BUNDLED_SKILLS else "built-in command"
+
+
+BuiltinsSource = Literal["recorded", "cache", "probe"]
+
+
+@dataclass(frozen=True, slots=True)
+class Builtins:
+    """What one CLI version ships: every name its bare ``system/init`` lists (empty
+    workspace, empty HOME), and which of them are bundled skills (its ``skills`` list).
+    ``source`` says where the answer came from: recorded here, the cache, or a probe."""
+
+    version: str | None
+    names: frozenset[str]
+    skills: frozenset[str]
+    source: BuiltinsSource = "recorded"
+
+    def kind(self, name: str) -> str:
+        return "bundled skill" if name in self.skills else "built-in command"
+
+
+RECORDED = Builtins(OBSERVED_VERSION, BUILTIN_NAMES, frozenset(BUNDLED_SKILLS))

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from coordinator.commands.builtins import BUILTIN_NAMES, builtin_kind
+from coordinator.commands.builtins import RECORDED, Builtins
 from coordinator.commands.frontmatter import split_frontmatter
 from coordinator.errors import UsageError
 
@@ -148,9 +148,12 @@ def scan(
     home: Path | None = None,
     *,
     config_dir: Path | None = None,
-    builtins: Iterable[str] = BUILTIN_NAMES,
+    builtins: Builtins = RECORDED,
 ) -> Discovery:
-    """Read every command and skill file for ``workspace`` and resolve names as the CLI does."""
+    """Read every command and skill file for ``workspace`` and resolve names as the CLI does.
+
+    ``builtins`` are those of the claude that will run (see :mod:`coordinator.commands.asked`);
+    the default is the list recorded for the pinned CLI."""
     problems: list[Problem] = []
     user_dir = user_config_dir(home, config_dir)
     roots = project_roots(workspace, home)
@@ -165,7 +168,7 @@ def scan(
     unique = _one_per_file([*user_skills, *project_skills, *project_cmds, *user_cmds], shadowed)
     precedence = {"user-skill": 0, "project-skill": 1, "user": 2, "project": 3}
     ordered = sorted(unique, key=lambda c: precedence[c.source])  # stable: nearest first
-    ordered += [_builtin(name) for name in sorted(builtins)]
+    ordered += [_builtin(name, builtins) for name in sorted(builtins.names)]
 
     winners: dict[str, SlashCommand] = {}
     for command in ordered:
@@ -183,9 +186,10 @@ def discover(
     home: Path | None = None,
     *,
     config_dir: Path | None = None,
+    builtins: Builtins = RECORDED,
 ) -> list[SlashCommand]:
     """The commands the CLI offers in ``workspace``, sorted by name (see :func:`scan`)."""
-    return scan(workspace, home, config_dir=config_dir).commands
+    return scan(workspace, home, config_dir=config_dir, builtins=builtins).commands
 
 
 def merge_cli_names(commands: Iterable[SlashCommand], names: Iterable[str]) -> list[SlashCommand]:
@@ -359,8 +363,8 @@ def _one_per_file(candidates: list[SlashCommand], shadowed: list[Shadowed]) -> l
     return kept
 
 
-def _builtin(name: str) -> SlashCommand:
-    return SlashCommand(name, "builtin", None, builtin_kind(name), None, {}, None)
+def _builtin(name: str, builtins: Builtins) -> SlashCommand:
+    return SlashCommand(name, "builtin", None, builtins.kind(name), None, {}, None)
 
 
 def _text(value: object) -> str | None:

@@ -383,9 +383,9 @@ def detach(
             "detach; drop one of them"
         )
     plan = app.make_plan(req, settings, need_claude=True)
-    for warning in app.preflight(plan, req, os.environ):
-        console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     state_dir = app.state_dir_of(settings)
+    for warning in app.preflight(plan, req, os.environ, state_dir=state_dir):
+        console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
     writable_dir(
         runs_dir(state_dir),
         "state directory (a detached run keeps its pidfile there)",

@@ -57,13 +57,67 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class CacheCreation(_Model):
+    """How the cache-creation tokens split by cache lifetime, as the API's
+    ``usage.cache_creation`` reports it. Either part may be left out: it is the rest."""
+
+    ephemeral_5m_input_tokens: int | None = Field(default=None, ge=0)
+    ephemeral_1h_input_tokens: int | None = Field(default=None, ge=0)
+
+
 class Usage(_Model):
-    """Token counts reported for one response (all four fields the CLI sums)."""
+    """Token counts reported for one response (all four fields the CLI sums).
+
+    ``cache_creation`` splits ``cache_creation_input_tokens`` into the 5-minute and the
+    1-hour cache writes (default: all 5-minute). Given alone, its parts set the total.
+    """
 
     input_tokens: int = Field(default=0, ge=0)
     output_tokens: int = Field(default=0, ge=0)
     cache_creation_input_tokens: int = Field(default=0, ge=0)
     cache_read_input_tokens: int = Field(default=0, ge=0)
+    cache_creation: CacheCreation | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _total_from_split(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "cache_creation_input_tokens" not in data:
+            split = data.get("cache_creation")
+            if isinstance(split, dict):
+                parts = [split.get(f"ephemeral_{t}_input_tokens") for t in ("5m", "1h")]
+                if all(isinstance(p, int) or p is None for p in parts):
+                    return data | {"cache_creation_input_tokens": sum(p or 0 for p in parts)}
+        return data
+
+    @model_validator(mode="after")
+    def _split_adds_up(self) -> Usage:
+        split = self.cache_creation
+        if split is None:
+            return self
+        five, hour = split.ephemeral_5m_input_tokens, split.ephemeral_1h_input_tokens
+        total = self.cache_creation_input_tokens
+        if five is not None and hour is not None and five + hour != total:
+            raise ValueError(
+                f"cache_creation: ephemeral_5m_input_tokens {five} + ephemeral_1h_input_tokens "
+                f"{hour} != cache_creation_input_tokens {total}"
+            )
+        if max(five or 0, hour or 0) > total:
+            raise ValueError(
+                f"cache_creation: a part is larger than cache_creation_input_tokens {total}"
+            )
+        return self
+
+    @property
+    def cache_split(self) -> tuple[int, int]:
+        """``(ephemeral_5m_input_tokens, ephemeral_1h_input_tokens)``."""
+        total = self.cache_creation_input_tokens
+        split = self.cache_creation
+        if split is None:
+            return total, 0
+        if split.ephemeral_1h_input_tokens is not None:
+            return total - split.ephemeral_1h_input_tokens, split.ephemeral_1h_input_tokens
+        five = total if split.ephemeral_5m_input_tokens is None else split.ephemeral_5m_input_tokens
+        return five, total - five
 
 
 class ToolUse(_Model):

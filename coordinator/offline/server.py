@@ -23,6 +23,15 @@ Facts verified against claude 2.1.329 in ``-p`` mode (see tests/offline/test_cla
   ``output_tokens`` from ``message_delta``; ``result.usage`` is the exact sum over the
   complete messages served (:meth:`ModelServer.usage_by_key`). ``result.num_turns`` counts
   assistant turns, including the synthetic one written when the CLI gives up.
+  ``message_start`` usage carries the API's ``cache_creation`` split
+  (``ephemeral_5m_input_tokens``, ``ephemeral_1h_input_tokens``; ``Usage.cache_creation``
+  in a script, default all 5-minute) and ``service_tier``; ``message_delta`` repeats the
+  cumulative input and cache counts beside the final output (no split, as the API's
+  MessageDeltaUsage). The CLI copies the split into the assistant lines of its stream and
+  of its transcript (``$CLAUDE_CONFIG_DIR/projects/<cwd>/<session>.jsonl``) and sums it in
+  ``result.usage.cache_creation``. Without it the CLI writes a zero split there while
+  ``cache_creation_input_tokens`` stays right, and ccusage (which reads the split) reports
+  0 cache-creation tokens. Stopping the server with idle keep-alive connections is silent.
 * Errors: 401, 429, 500 and 529 are all retried, 10 times by default, with exponential
   backoff (about 0.5, 1, 2, 4, 9, 17, 35 s ... with jitter), each announced by a
   ``system/api_retry`` event (``error``: authentication_failed, rate_limit, server_error,
@@ -252,6 +261,23 @@ def _start_usage(response: Response) -> TokenUsage:
     )
 
 
+def _usage_payload(response: Response, tokens: TokenUsage) -> JsonDict:
+    """A message's ``usage`` as the API sends it in ``message_start`` and in a whole
+    message: the four counts, the ``cache_creation`` split by cache lifetime (the CLI
+    copies it into its transcripts, where ccusage reads cache writes from it) and the
+    service tier."""
+    five, hour = response.usage.cache_split
+    return tokens.as_dict() | {
+        "cache_creation": {"ephemeral_5m_input_tokens": five, "ephemeral_1h_input_tokens": hour},
+        "service_tier": "standard",
+    }
+
+
+def _delta_usage(tokens: TokenUsage) -> JsonDict:
+    """``message_delta`` usage as the API sends it: cumulative counts, no split."""
+    return tokens.as_dict()
+
+
 def _message_shell(message_id: str, model: str) -> JsonDict:
     return {
         "id": message_id,
@@ -267,11 +293,14 @@ def _message_shell(message_id: str, model: str) -> JsonDict:
 def sse_events(response: Response, message_id: str, model: str) -> Iterator[tuple[str, JsonDict]]:
     """The SSE events of a streamed answer, in the real API's order.
 
-    ``message_start`` carries the input and cache counts and a placeholder
-    ``output_tokens`` (as the real API does); ``message_delta`` carries the final one.
+    ``message_start`` carries the input and cache counts (with the ``cache_creation``
+    split) and a placeholder ``output_tokens`` (as the real API does); ``message_delta``
+    carries the final one beside the same cumulative input and cache counts.
     """
     usage = _usage_of(response)
-    message = _message_shell(message_id, model) | {"usage": _start_usage(response).as_dict()}
+    message = _message_shell(message_id, model) | {
+        "usage": _usage_payload(response, _start_usage(response))
+    }
     yield "message_start", {"type": "message_start", "message": message}
     yield "ping", {"type": "ping"}
     for index, block in enumerate(_blocks(response)):
@@ -294,7 +323,7 @@ def sse_events(response: Response, message_id: str, model: str) -> Iterator[tupl
         {
             "type": "message_delta",
             "delta": {"stop_reason": response.effective_stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": usage.output_tokens},
+            "usage": _delta_usage(usage),
         },
     )
     yield "message_stop", {"type": "message_stop"}
@@ -305,7 +334,7 @@ def full_message(response: Response, message_id: str, model: str) -> JsonDict:
     return _message_shell(message_id, model) | {
         "content": [block.final for block in _blocks(response)],
         "stop_reason": response.effective_stop_reason,
-        "usage": _usage_of(response).as_dict(),
+        "usage": _usage_payload(response, _usage_of(response)),
     }
 
 
@@ -542,6 +571,11 @@ class ModelServer:
                 if not await self._dispatch(request, writer) or not request.keep_alive:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        except asyncio.CancelledError:
+            # stop() cancels open connections (an idle keep-alive waits in readline). The
+            # task must end normally: asyncio's stream callback calls task.exception() on
+            # a cancelled task, which raises, and the loop logs that as an error.
             return
         finally:
             self._connections.discard(task)

@@ -7,6 +7,7 @@ server's module docstring states.
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -256,3 +257,57 @@ def test_malformed_stream_falls_back_and_counts_partial(run_claude: RunClaude) -
     assert [r.stream for r in server.requests] == [True, False]  # non-streaming fallback
     _assert_matches_ground_truth(run, server, "malformed", include_faults=True)
     assert _usage(run.result) == TokenUsage(560, 7, 0, 0)
+
+
+def test_cache_creation_split_reaches_stream_and_transcript(run_claude: RunClaude) -> None:
+    """The CLI copies the API's ``cache_creation`` split into its stream and transcript,
+    and sums it in ``result.usage``: without it the transcript holds zeros there."""
+    split = {"ephemeral_5m_input_tokens": 180, "ephemeral_1h_input_tokens": 120}
+    script = {
+        "conversations": {
+            "c": {
+                "responses": [
+                    {
+                        "tool_uses": [{"name": "Bash", "input": {"command": "true"}}],
+                        "usage": {
+                            "input_tokens": 10,
+                            "output_tokens": 4,
+                            "cache_creation_input_tokens": 300,
+                            "cache_creation": split,
+                        },
+                    },
+                    {  # no split given: all of it is a 5-minute write
+                        "text": "done",
+                        "usage": {
+                            "input_tokens": 5,
+                            "output_tokens": 2,
+                            "cache_creation_input_tokens": 40,
+                            "cache_read_input_tokens": 300,
+                        },
+                    },
+                ]
+            }
+        }
+    }
+    with serve_in_thread(script) as server:
+        run = run_claude(server.url, key="c")
+    _assert_matches_ground_truth(run, server, "c")
+    expected = [split, {"ephemeral_5m_input_tokens": 40, "ephemeral_1h_input_tokens": 0}]
+    streamed = {
+        e["message"]["id"]: e["message"]["usage"]["cache_creation"] for e in run.of("assistant")
+    }
+    assert list(streamed.values()) == expected
+    assert run.result["usage"]["cache_creation"] == {
+        "ephemeral_5m_input_tokens": 220,
+        "ephemeral_1h_input_tokens": 120,
+    }
+    [transcript] = (run.workspace.parent / "home" / ".claude" / "projects").glob(
+        f"*/{run.session_id}.jsonl"
+    )
+    written: dict[str, Any] = {}
+    for line in transcript.read_text().splitlines():
+        entry = json.loads(line)
+        if entry.get("type") == "assistant":
+            written[entry["message"]["id"]] = entry["message"]["usage"]
+    assert [u["cache_creation"] for u in written.values()] == expected
+    assert [u["cache_creation_input_tokens"] for u in written.values()] == [300, 40]

@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import http.client
 import json
+import logging
 import signal
 import socket
 import subprocess
@@ -142,9 +143,16 @@ def test_stream_event_order_usage_and_blocks(
         "output_tokens": 1,
         "cache_creation_input_tokens": 7,
         "cache_read_input_tokens": 3,
+        "cache_creation": {"ephemeral_5m_input_tokens": 7, "ephemeral_1h_input_tokens": 0},
+        "service_tier": "standard",
     }
     delta = events[-2][1]
-    assert delta["usage"] == {"output_tokens": 40}
+    assert delta["usage"] == {  # cumulative counts, no split (the API's MessageDeltaUsage)
+        "input_tokens": 100,
+        "output_tokens": 40,
+        "cache_creation_input_tokens": 7,
+        "cache_read_input_tokens": 3,
+    }
     assert delta["delta"]["stop_reason"] == "tool_use"
 
     blocks: dict[int, dict[str, Any]] = {}
@@ -364,6 +372,52 @@ async def test_async_server_stops_with_idle_keep_alive_connection() -> None:
     assert await reader.read() == b""
     writer.close()
     assert server.served_count("z") == 1
+
+
+def _idle_keep_alive(url: str) -> socket.socket:
+    """A connection that had one answer and now waits, open, for its next request."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=30)
+    sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+    return sock
+
+
+async def test_stop_with_idle_keep_alive_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    async with ModelServer({"default": {"responses": [{"text": "hi"}]}}) as server:
+        sock = await asyncio.to_thread(_idle_keep_alive, server.url)
+        await asyncio.sleep(0)  # let the server task reach its wait for the next request
+    await asyncio.sleep(0)  # the stream protocol's done-callback runs on the next turn
+    try:
+        assert await asyncio.to_thread(sock.recv, 1) == b""  # closed by stop()
+    finally:
+        sock.close()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_main_stops_silently_with_idle_keep_alive(tmp_path: Path) -> None:
+    path = tmp_path / "script.json"
+    path.write_text(json.dumps({"default": {"responses": [{"text": "x"}]}}))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "coordinator.offline", "--script", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        sock = _idle_keep_alive(proc.stdout.readline().strip())
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        sock.close()
+        assert (proc.returncode, stderr) == (0, "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_delay_before_headers() -> None:

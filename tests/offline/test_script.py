@@ -114,6 +114,46 @@ def test_error_type_follows_status(status: int, expected: str) -> None:
             "Field required",
         ),
         ({"extra": 1}, "extra", "Extra inputs"),
+        (
+            {
+                "default": {
+                    "responses": [
+                        {
+                            "usage": {
+                                "cache_creation_input_tokens": 10,
+                                "cache_creation": {
+                                    "ephemeral_5m_input_tokens": 4,
+                                    "ephemeral_1h_input_tokens": 5,
+                                },
+                            }
+                        }
+                    ]
+                }
+            },
+            "default.responses.0.usage",
+            "4 + ephemeral_1h_input_tokens 5 != cache_creation_input_tokens 10",
+        ),
+        (
+            {
+                "default": {
+                    "responses": [
+                        {
+                            "usage": {
+                                "cache_creation_input_tokens": 10,
+                                "cache_creation": {"ephemeral_1h_input_tokens": 11},
+                            }
+                        }
+                    ]
+                }
+            },
+            "default.responses.0.usage",
+            "larger than cache_creation_input_tokens 10",
+        ),
+        (
+            {"default": {"responses": [{"usage": {"cache_creation": {"ephemeral_5m": 1}}}]}},
+            "default.responses.0.usage.cache_creation.ephemeral_5m",
+            "Extra inputs",
+        ),
     ],
 )
 def test_invalid_scripts_name_the_field(data: dict[str, Any], path: str, fragment: str) -> None:
@@ -252,3 +292,31 @@ def test_rejected_paid_by_overage_is_served() -> None:
         {"text": "x", "rate_limit": {"status": "rejected", "overage_status": "allowed"}}
     )
     assert not paid.rejected and paid.effective_error is None
+
+
+@pytest.mark.parametrize(
+    ("usage", "total", "split"),
+    [
+        ({"cache_creation_input_tokens": 30}, 30, (30, 0)),  # default: all 5-minute
+        ({"cache_creation_input_tokens": 30, "cache_creation": {}}, 30, (30, 0)),
+        (
+            {"cache_creation_input_tokens": 30, "cache_creation": {"ephemeral_1h_input_tokens": 8}},
+            30,
+            (22, 8),
+        ),
+        (
+            {"cache_creation_input_tokens": 30, "cache_creation": {"ephemeral_5m_input_tokens": 8}},
+            30,
+            (8, 22),
+        ),
+        (  # the split alone sets the total
+            {"cache_creation": {"ephemeral_5m_input_tokens": 3, "ephemeral_1h_input_tokens": 4}},
+            7,
+            (3, 4),
+        ),
+    ],
+)
+def test_cache_creation_split(usage: dict[str, Any], total: int, split: tuple[int, int]) -> None:
+    script = load_script({"default": {"responses": [{"usage": usage}]}})
+    parsed = script.conversation("default").response_at(0).usage
+    assert (parsed.cache_creation_input_tokens, parsed.cache_split) == (total, split)
