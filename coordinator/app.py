@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import click
 import orjson
 import structlog
 from rich.console import Console
@@ -201,6 +202,12 @@ def dry_run(req: RunRequest, settings: Settings, console: Console) -> int:
     return 0
 
 
+def say_warnings(warnings: list[str]) -> None:
+    """Warnings before a run, on stderr: stdout is the report (and in a pipe, its lines)."""
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
 def preflight_soft(plan: RunPlan, req: RunRequest, state_dir: Path) -> list[str]:
     """Dry-run shows problems instead of refusing."""
     try:
@@ -365,9 +372,9 @@ async def run(
 ) -> int:
     hooks = hooks or RunHooks()
     plan = make_plan(req, settings, need_claude=True)
-    for warning in preflight(plan, req, os.environ, state_dir=state_dir_of(settings)):
-        console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
+    warnings = preflight(plan, req, os.environ, state_dir=state_dir_of(settings))
     db = await check_database(req, settings, plan, lambda line: console.print(line))
+    say_warnings(warnings)  # once every check passed: a refusal stays one line
     try:
         hooks.ready(plan)
         started = await wait_for_start(plan, console)

@@ -26,8 +26,11 @@ each one of::
     {"exit": 3}                              exit with this code
     {"signal": "SIGKILL"}                    kill itself with a signal
 
-Without ``exit`` it exits 0 after the last step. ``REPLAY_IGNORE_SIGTERM=1`` makes it
-ignore SIGTERM (a stubborn claude: only the SIGKILL after the grace period stops it).
+``--version`` prints the pinned CLI's version (``REPLAY_VERSION`` overrides it) and runs no
+script: the stand-in plays the pinned claude, whose built-ins are recorded, so asking it
+its version launches nothing. Without ``exit`` it exits 0 after the last step.
+``REPLAY_IGNORE_SIGTERM=1`` makes it ignore SIGTERM (a stubborn claude: only the SIGKILL
+after the grace period stops it).
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from coordinator.commands.builtins import OBSERVED_VERSION as PINNED_VERSION
 
 
 def run_script(steps: list[dict[str, Any]], out: Any) -> int:
@@ -162,6 +167,9 @@ def _write_stamped(out: Any, data: bytes, stamp: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        print(f"{os.environ.get('REPLAY_VERSION', PINNED_VERSION)} (Claude Code)")
+        return 0
     script = os.environ.get("REPLAY_SCRIPT")
     if "--script" in args:
         script = args[args.index("--script") + 1]

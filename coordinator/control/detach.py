@@ -384,8 +384,7 @@ def detach(
         )
     plan = app.make_plan(req, settings, need_claude=True)
     state_dir = app.state_dir_of(settings)
-    for warning in app.preflight(plan, req, os.environ, state_dir=state_dir):
-        console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
+    app.say_warnings(app.preflight(plan, req, os.environ, state_dir=state_dir))
     writable_dir(
         runs_dir(state_dir),
         "state directory (a detached run keeps its pidfile there)",

@@ -130,8 +130,7 @@ async def resume(rr: ResumeRequest, settings: Settings, console: Console) -> int
         if not choice.relaunch:
             console.print(f"{orch_id}: nothing to resume", highlight=False)
             return 0
-        for warning in app.preflight(plan, req, os.environ, state_dir=app.state_dir_of(settings)):
-            console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
+        app.say_warnings(app.preflight(plan, req, os.environ, state_dir=app.state_dir_of(settings)))
         taken = await store.reopen_orchestration(orch_id, socket.gethostname(), settings.lease_s)
         if taken is None:
             raise UsageError(f"orchestration {orch_id} was taken over by another coordinator")

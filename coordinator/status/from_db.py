@@ -144,6 +144,14 @@ async def status(
     if not watch:
         console.print(render_snapshot(snap))
         return 0
+    if not console.is_terminal:  # a pipe or a log: the table once per interval, as a run does
+        console.print(render_snapshot(snap))
+        while snap["orchestration"].status == "running":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.sleep(interval)
+            snap = await snapshot(store, orch_id)
+            console.print(render_snapshot(snap))
+        return 0
     with Live(render_snapshot(snap), console=console, refresh_per_second=2) as live:
         while snap["orchestration"].status == "running":  # a lost run is not watched forever
             with contextlib.suppress(TimeoutError):

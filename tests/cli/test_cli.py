@@ -59,7 +59,8 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path, content: str, fragment: s
     ("args", "fragment"),
     [
         (["--command-budget", "/x="], "the number is missing"),
-        (["--command-budget", "x=5"], "not a slash command"),
+        (["--command-budget", "=5"], "not a slash command"),  # "x=5" is zen's "/x=5"
+        (["--command-budget", "/x=abc"], "'abc' is not a number"),
         (["--start-at", "whenever"], "--start-at"),
         (["--budget-enforcement-mode", "strict"], "strict"),
         (["--overall-token-budget", "0"], "0"),

@@ -121,6 +121,7 @@ def test_pause_one_instance_its_group_stops_and_paused_time_is_not_counted(
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "a: paused"
         paused_at = time.monotonic()
+        (tmp_path / "b.go").touch()  # b goes on and completes meanwhile (before its 8 s)
         wait_for(lambda: instance_status(run, pg_dsn, orch, "a") == "paused", 10, "paused in db")
         table = control(run, pg_dsn, "status", orch)
         assert "paused" in table.stdout, table.stdout
@@ -128,7 +129,6 @@ def test_pause_one_instance_its_group_stops_and_paused_time_is_not_counted(
         group = group_of(pid)
         assert group, "a's process group"
         wait_for(lambda: statuses(group) == {"stopped"}, 10, "a's whole group to be stopped")
-        (tmp_path / "b.go").touch()  # b goes on and completes meanwhile
         wait_for(lambda: instance_status(run, pg_dsn, orch, "b") == "completed", 30, "b done")
         (tmp_path / "a.go").touch()  # a cannot see it while stopped
         assert statuses(group) == {"stopped"}
@@ -322,6 +322,12 @@ def test_attach_shows_the_table_and_leaves_on_sigint_with_the_run_untouched(
             )
         try:
             wait_for(lambda: "attached to ctl-attach" in out.read_text(), 30, "attach to start")
+            # the table comes at the first poll after the banner (later on a busy machine)
+            table = f"coordinator {orch} [running]"
+            try:
+                wait_for(lambda: table in out.read_text(), 30, "the table")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {out.read_text()}") from None
             attach.send_signal(signal.SIGINT)
             assert attach.wait(timeout=15) == 0, out.read_text()
         finally:

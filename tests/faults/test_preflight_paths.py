@@ -12,7 +12,7 @@ import pytest
 
 from tests.faults.bad_input import Sandbox, assert_refused
 
-CONFIG = {"instances": [{"command": "go", "name": "a"}]}
+CONFIG = {"instances": [{"command": "go", "name": "a", "permission_mode": "acceptEdits"}]}
 
 
 @pytest.fixture
