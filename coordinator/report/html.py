@@ -48,8 +48,14 @@ CHARTS = ("timeline", "progress", "tokens", "scenarios", "scaling")
 
 
 def esc(text: object) -> str:
-    """For the page and for plotly labels alike (plotly turns entities back into text)."""
+    """For the page: text and attribute values."""
     return html.escape(str(text), quote=True)
+
+
+def label(text: object) -> str:
+    """For plotly labels: plotly reads a subset of HTML in them and turns &lt; &gt; &amp;
+    back into text (not &quot;, so quotes stay as they are: inert outside a tag)."""
+    return html.escape(str(text), quote=False)
 
 
 def _end_s(inst: InstanceFacts) -> float:
@@ -58,12 +64,12 @@ def _end_s(inst: InstanceFacts) -> float:
 
 def timeline_figure(run: RunFacts) -> go.Figure:
     fig = go.Figure()
-    names = [esc(i.name) for i in run.instances]
+    names = [label(i.name) for i in run.instances]
     seen_status: set[str] = set()
     for inst, name in zip(run.instances, names, strict=True):
         start = inst.start_s or 0.0
         hover = (
-            f"{name}<br>{esc(inst.status)}<br>{fmt_secs(inst.duration_s)} "
+            f"{name}<br>{label(inst.status)}<br>{fmt_secs(inst.duration_s)} "
             f"(wait {fmt_secs(inst.wait_s)}, paused {fmt_secs(inst.paused_s)})<br>"
             f"{inst.total_tokens:,} tokens, {fmt_cost(inst.cost_usd)}"
         )
@@ -73,7 +79,7 @@ def timeline_figure(run: RunFacts) -> go.Figure:
                 x=[inst.duration_s],
                 base=[start],
                 orientation="h",
-                name=esc(inst.status),
+                name=label(inst.status),
                 legendgroup=inst.status,
                 showlegend=inst.status not in seen_status,
                 marker={"color": STATUS_COLOURS.get(inst.status, "#1565c0")},
@@ -83,7 +89,9 @@ def timeline_figure(run: RunFacts) -> go.Figure:
             )
         )
         seen_status.add(inst.status)
-    waits = [(esc(i.name), w) for i in run.instances for w in i.sync_waits if w.start_s is not None]
+    waits = [
+        (label(i.name), w) for i in run.instances for w in i.sync_waits if w.start_s is not None
+    ]
     if waits:
         fig.add_trace(
             go.Bar(
@@ -95,14 +103,14 @@ def timeline_figure(run: RunFacts) -> go.Figure:
                 marker={"color": WAIT_COLOUR},
                 width=0.3,
                 hovertext=[
-                    f"{n}: waited {w.waited_s:.1f} s at {esc(w.point)}"
+                    f"{n}: waited {w.waited_s:.1f} s at {label(w.point)}"
                     + (" (timed out)" if w.timed_out else "")
                     for n, w in waits
                 ],
                 hoverinfo="text",
             )
         )
-    hits = [(esc(i.name), m) for i in run.instances for m in i.milestones if m.at_s is not None]
+    hits = [(label(i.name), m) for i in run.instances for m in i.milestones if m.at_s is not None]
     if hits:
         fig.add_trace(
             go.Scatter(
@@ -115,7 +123,7 @@ def timeline_figure(run: RunFacts) -> go.Figure:
                 marker={"symbol": "diamond", "size": 9, "color": "#263238"},
             )
         )
-    paused = [(esc(i.name), i) for i in run.instances if i.paused_s > 0]
+    paused = [(label(i.name), i) for i in run.instances if i.paused_s > 0]
     if paused:
         fig.add_trace(
             go.Scatter(
@@ -167,7 +175,7 @@ def progress_figure(run: RunFacts) -> go.Figure:
                 x=[t for t, _ in pts],
                 y=[v for _, v in pts],
                 mode="lines+markers",
-                name=esc(inst.name),
+                name=label(inst.name),
                 line={"shape": "hv"},
             )
         )
@@ -193,11 +201,11 @@ def tokens_figure(run: RunFacts) -> go.Figure:
                     x=[x for x, _ in xy],
                     y=[y for _, y in xy],
                     mode="lines+markers",
-                    name=esc(inst.name),
-                    legendgroup=esc(inst.name),
+                    name=label(inst.name),
+                    legendgroup=label(inst.name),
                     showlegend=col == 1,
                     line={"color": colour},
-                    hovertemplate=f"%{{y:{fmt}}} at %{{x:.1f}} s<extra>{esc(inst.name)}</extra>",
+                    hovertemplate=f"%{{y:{fmt}}} at %{{x:.1f}} s",  # no name in a template
                 ),
                 row=1,
                 col=col,
@@ -216,7 +224,7 @@ def scenarios_figure(comp: Comparison) -> go.Figure:
         ("peak_mb", "peak memory (MB)", ".0f"),
     )
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels])
-    names = [esc(s.name) for s in comp.scenarios]
+    names = [label(s.name) for s in comp.scenarios]
     for col, (attr, _title, fmt) in enumerate(panels, 1):
         values = [getattr(s, attr) for s in comp.scenarios]
         fig.add_trace(
