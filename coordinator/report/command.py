@@ -50,7 +50,7 @@ async def load_runs(req: ReportRequest, store: PostgresStore | None) -> list[Run
         if file is not None:
             return facts_from_file(file)
         assert store is not None, "a run from the database needs the store"
-        return await facts_from_store(store, ref)
+        return await facts_from_store(store, ref, over_time=req.html is not None)
 
     runs = [await one(req.orchestration_id, req.results_file)]
     if req.compare_with is not None:

@@ -108,11 +108,14 @@ def _where(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+_NUMBER_TYPES = frozenset({int, float})  # exact types: a bool is not a number here
+
+
 def _number(obj: Mapping[str, Any], key: str, path: str, *, default: float | None = None) -> Any:
     value = obj.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if type(value) not in _NUMBER_TYPES:
         raise ReportInputError(f"{_where(path, key)} = {value!r}: not a number")
     if not math.isfinite(value):
         raise ReportInputError(f"{_where(path, key)} = {value!r}: not a finite number")
@@ -140,7 +143,7 @@ def _mapping(obj: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] |
     value = obj.get(key)
     if value is None:
         return None
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         raise ReportInputError(f"{_where(path, key)}: not an object ({type(value).__name__})")
     return value
 
@@ -220,7 +223,7 @@ def read_measures(measures: Mapping[str, Any] | None, path: str) -> Measures:
             raise ReportInputError(f"{p_path} = {point!r}: not [t_s, tokens, cost, rss, pct]")
         values = [*point, None, None, None, None][:5]
         for j, v in enumerate(values):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+            if v is not None and type(v) not in _NUMBER_TYPES:
                 raise ReportInputError(f"{p_path}[{j}] = {v!r}: not a number")
         if values[0] is None:
             raise ReportInputError(f"{p_path}[0]: the time is missing")
@@ -272,7 +275,7 @@ def facts_from_results(results: Any) -> RunFacts:
     instances = []
     for k, inst in enumerate(results["instances"]):
         path = f"instances[{k}]"
-        if not isinstance(inst, Mapping):
+        if not isinstance(inst, dict):
             raise ReportInputError(f"{path}: not an object")
         instances.append(instance_from_result(inst, path, run_start, release))
     status = results.get("status")
@@ -322,7 +325,7 @@ def instance_from_result(
 
     milestones = []
     for k, hit in enumerate(_list(inst, "milestones", path)):
-        if not isinstance(hit, Mapping):
+        if not isinstance(hit, dict):
             raise ReportInputError(f"{path}.milestones[{k}]: not an object")
         m_path = f"{path}.milestones[{k}]"
         at_s = since_run(hit.get("at"), f"{m_path}.at")
@@ -331,7 +334,7 @@ def instance_from_result(
         milestones.append(Milestone(float(_number(hit, "pct", m_path, default=0.0)), at_s))
     waits = []
     for k, wait in enumerate(_list(inst, "sync_waits", path)):
-        if not isinstance(wait, Mapping):
+        if not isinstance(wait, dict):
             raise ReportInputError(f"{path}.sync_waits[{k}]: not an object")
         w_path = f"{path}.sync_waits[{k}]"
         point = _text(wait, "point", w_path)

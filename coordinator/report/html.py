@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ STATUS_COLOURS = {
 }
 WAIT_COLOUR = "#ffb300"
 CHARTS = ("timeline", "progress", "tokens", "scenarios", "scaling")
+LINES_PER_INSTANCE_UP_TO = 20
 
 
 def esc(text: object) -> str:
@@ -65,30 +67,28 @@ def _end_s(inst: InstanceFacts) -> float:
 def timeline_figure(run: RunFacts) -> go.Figure:
     fig = go.Figure()
     names = [label(i.name) for i in run.instances]
-    seen_status: set[str] = set()
+    by_status: dict[str, list[tuple[str, InstanceFacts]]] = {}
     for inst, name in zip(run.instances, names, strict=True):
-        start = inst.start_s or 0.0
-        hover = (
-            f"{name}<br>{label(inst.status)}<br>{fmt_secs(inst.duration_s)} "
-            f"(wait {fmt_secs(inst.wait_s)}, paused {fmt_secs(inst.paused_s)})<br>"
-            f"{inst.total_tokens:,} tokens, {fmt_cost(inst.cost_usd)}"
-        )
+        by_status.setdefault(inst.status, []).append((name, inst))
+    for status, members in by_status.items():  # one trace per status: any number of rows
         fig.add_trace(
             go.Bar(
-                y=[name],
-                x=[inst.duration_s],
-                base=[start],
+                y=[n for n, _ in members],
+                x=[i.duration_s for _, i in members],
+                base=[i.start_s or 0.0 for _, i in members],
                 orientation="h",
-                name=label(inst.status),
-                legendgroup=inst.status,
-                showlegend=inst.status not in seen_status,
-                marker={"color": STATUS_COLOURS.get(inst.status, "#1565c0")},
-                hovertext=[hover],
+                name=label(status),
+                marker={"color": STATUS_COLOURS.get(status, "#1565c0")},
+                hovertext=[
+                    f"{n}<br>{label(i.status)}<br>{fmt_secs(i.duration_s)} "
+                    f"(wait {fmt_secs(i.wait_s)}, paused {fmt_secs(i.paused_s)})<br>"
+                    f"{i.total_tokens:,} tokens, {fmt_cost(i.cost_usd)}"
+                    for n, i in members
+                ],
                 hoverinfo="text",
                 width=0.5,
             )
         )
-        seen_status.add(inst.status)
     waits = [
         (label(i.name), w) for i in run.instances for w in i.sync_waits if w.start_s is not None
     ]
@@ -141,7 +141,7 @@ def timeline_figure(run: RunFacts) -> go.Figure:
         barmode="overlay",
         xaxis_title="seconds since the run started",
         yaxis={"type": "category", "categoryorder": "array", "categoryarray": names[::-1]},
-        height=max(260, 60 + 36 * len(names)),
+        height=max(260, 60 + (36 if len(names) <= 40 else 12) * len(names)),
     )
     return fig
 
@@ -158,25 +158,60 @@ def _points(inst: InstanceFacts) -> list[SeriesPoint]:
     ]
 
 
+def _line_groups(run: RunFacts) -> list[tuple[str, list[InstanceFacts]]]:
+    """One line per instance in a small run; in a large one, one trace per scenario (its
+    instances' lines joined by gaps), so the page stays light and the legend readable."""
+    if len(run.instances) <= LINES_PER_INSTANCE_UP_TO:
+        return [(i.name, [i]) for i in run.instances]
+    groups: dict[str, list[InstanceFacts]] = {}
+    for inst in run.instances:
+        groups.setdefault(inst.group, []).append(inst)
+    return list(groups.items())
+
+
+def _joined(
+    members: list[InstanceFacts], pick: Callable[[InstanceFacts], list[tuple[float, Any]]]
+) -> tuple[list[float | None], list[Any], list[str]]:
+    xs: list[float | None] = []
+    ys: list[Any] = []
+    names: list[str] = []
+    for k, inst in enumerate(members):
+        if k:
+            xs.append(None)
+            ys.append(None)
+            names.append("")
+        for x, y in pick(inst):
+            xs.append(x)
+            ys.append(y)
+            names.append(label(inst.name))
+    return xs, ys, names
+
+
+def _progress_points(inst: InstanceFacts) -> list[tuple[float, Any]]:
+    start = inst.start_s or 0.0
+    raw: list[tuple[float, float | None]]
+    if inst.series or inst.checkpoints:
+        raw = [(start + p.t_s, p.progress_pct) for p in _points(inst)]
+    else:
+        raw = [(start, 0.0)]
+        raw += [(m.at_s, m.pct) for m in inst.milestones if m.at_s is not None]
+        raw.append((_end_s(inst), inst.progress_pct))
+    return [(t, v) for t, v in raw if v is not None]
+
+
 def progress_figure(run: RunFacts) -> go.Figure:
     fig = go.Figure()
-    for inst in run.instances:
-        start = inst.start_s or 0.0
-        raw: list[tuple[float, float | None]]
-        if inst.series or inst.checkpoints:
-            raw = [(start + p.t_s, p.progress_pct) for p in _points(inst)]
-        else:
-            raw = [(start, 0.0)]
-            raw += [(m.at_s, m.pct) for m in inst.milestones if m.at_s is not None]
-            raw.append((_end_s(inst), inst.progress_pct))
-        pts = [(t, v) for t, v in raw if v is not None]
+    for name, members in _line_groups(run):
+        xs, ys, names = _joined(members, _progress_points)
         fig.add_trace(
             go.Scatter(
-                x=[t for t, _ in pts],
-                y=[v for _, v in pts],
+                x=xs,
+                y=ys,
                 mode="lines+markers",
-                name=label(inst.name),
+                name=label(name),
                 line={"shape": "hv"},
+                hovertext=names,
+                hoverinfo="text+x+y",
             )
         )
     fig.update_layout(
@@ -190,22 +225,30 @@ def progress_figure(run: RunFacts) -> go.Figure:
 
 def tokens_figure(run: RunFacts) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("tokens", "cost (USD)"))
-    for k, inst in enumerate(run.instances):
-        start = inst.start_s or 0.0
-        pts = _points(inst)
+    for k, (name, members) in enumerate(_line_groups(run)):
         colour = f"hsl({(k * 67) % 360},60%,45%)"
-        for col, (attr, fmt) in enumerate((("total_tokens", ",.0f"), ("cost_usd", ".4f")), 1):
-            xy = [(start + p.t_s, getattr(p, attr)) for p in pts if getattr(p, attr) is not None]
+        for col, attr in enumerate(("total_tokens", "cost_usd"), 1):
+
+            def pick(inst: InstanceFacts, attr: str = attr) -> list[tuple[float, Any]]:
+                start = inst.start_s or 0.0
+                return [
+                    (start + p.t_s, getattr(p, attr))
+                    for p in _points(inst)
+                    if getattr(p, attr) is not None
+                ]
+
+            xs, ys, names = _joined(members, pick)
             fig.add_trace(
                 go.Scatter(
-                    x=[x for x, _ in xy],
-                    y=[y for _, y in xy],
+                    x=xs,
+                    y=ys,
                     mode="lines+markers",
-                    name=label(inst.name),
-                    legendgroup=label(inst.name),
+                    name=label(name),
+                    legendgroup=label(name),
                     showlegend=col == 1,
                     line={"color": colour},
-                    hovertemplate=f"%{{y:{fmt}}} at %{{x:.1f}} s",  # no name in a template
+                    hovertext=names,
+                    hoverinfo="text+x+y",
                 ),
                 row=1,
                 col=col,

@@ -5,6 +5,7 @@ read when the column exists, so this works on databases before and after it."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -65,25 +66,45 @@ async def resolve_id(store: PostgresStore, orchestration_id: str | None) -> str:
     return latest
 
 
-async def facts_from_store(store: PostgresStore, orchestration_id: str | None) -> RunFacts:
+async def facts_from_store(
+    store: PostgresStore, orchestration_id: str | None, *, over_time: bool = True
+) -> RunFacts:
+    """The run ``orchestration_id`` (default: the newest). ``over_time``: also the tokens
+    and cost at each checkpoint, which only the charts draw (the comparison needs none)."""
     orch_id = await resolve_id(store, orchestration_id)
     orch = await store.get_orchestration(orch_id)
     if orch is None:
         raise UsageError(f"orchestration {orch_id!r} not found in the database")
-    checkpoints = await store.list_checkpoints(orch_id)
     results = orch.results or {}
     if isinstance(results.get("instances"), list):
         try:
             run = facts_from_results(results)
         except ReportInputError as exc:
             raise ReportInputError(f"orchestration {orch_id}: stored results: {exc}") from None
-        return _with_checkpoints(run, checkpoints, orch.status)
-    instances = await store.list_instances(orch_id)
-    measures = await _measures(store, orch_id)
-    try:
-        return facts_from_rows(orch, instances, checkpoints, measures)
-    except ReportInputError as exc:
-        raise ReportInputError(f"orchestration {orch_id}: {exc}") from None
+        if run.status is None or run.status == "finished":
+            run = replace(run, status=orch.status)
+    else:
+        instances = await store.list_instances(orch_id)
+        measures = await _measures(store, orch_id)
+        checkpoints = await store.list_checkpoints(orch_id)
+        try:
+            run = facts_from_rows(orch, instances, checkpoints, measures)
+        except ReportInputError as exc:
+            raise ReportInputError(f"orchestration {orch_id}: {exc}") from None
+    if over_time:
+        run = with_points(run, await checkpoint_points(store, orch_id))
+    return run
+
+
+Point = tuple[str, float, int, dict[str, Any]]  # scenario_id, pct, epoch ms, metrics
+
+
+async def checkpoint_points(store: PostgresStore, orch_id: str) -> list[Point]:
+    with database_errors("read checkpoints"):
+        records = await store.pool.fetch(_query("checkpoint_points"), orch_id)
+    return [
+        (r["scenario_id"], r["progress_pct"], r["timestamp_unix"], r["metrics"]) for r in records
+    ]
 
 
 async def _measures(store: PostgresStore, orch_id: str) -> dict[str, Any]:
@@ -150,43 +171,40 @@ def facts_from_rows(
         }
         instances.append(instance_from_result(doc, f"instances[{k}]", _epoch(run_start)))
     run_end = orch.ended_at or orch.last_seen_at
-    run = RunFacts(
+    return RunFacts(
         orchestration_id=orch.id,
         status=orch.status,
         started_at=_iso(run_start),
         duration_s=(run_end - run_start).total_seconds() if run_start and run_end else None,
         instances=tuple(instances),
     )
-    return _with_checkpoints(run, checkpoints, orch.status)
 
 
 def _iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000).astimezone().isoformat()
 
 
-def _with_checkpoints(run: RunFacts, checkpoints: list[CheckpointRow], status: str) -> RunFacts:
-    """Tokens and cost at each checkpoint, per instance (seconds since its start)."""
-    from dataclasses import replace
-
-    by_name: dict[str, list[CheckpointRow]] = {}
-    for cp in checkpoints:
-        by_name.setdefault(cp.scenario_id, []).append(cp)
+def with_points(run: RunFacts, points: list[Point]) -> RunFacts:
+    """Tokens and cost at each checkpoint, per instance (seconds since its first)."""
+    by_name: dict[str, list[Point]] = {}
+    for point in points:
+        by_name.setdefault(point[0], []).append(point)
     out = []
     for inst in run.instances:
         rows = by_name.get(inst.name, [])
-        first = rows[0].timestamp_unix if rows else 0
-        points = tuple(
+        first = rows[0][2] if rows else 0
+        series = tuple(
             SeriesPoint(
-                (cp.timestamp_unix - first) / 1000,
-                _num(cp.metrics.get("total_tokens")),
-                _num(cp.metrics.get("cost_usd")),
+                (ms - first) / 1000,
+                _num(metrics.get("total_tokens")),
+                _num(metrics.get("cost_usd")),
                 None,
-                cp.progress_pct,
+                pct,
             )
-            for cp in rows
+            for _, pct, ms, metrics in rows
         )
-        out.append(replace(inst, checkpoints=points))
-    return replace(run, instances=tuple(out), status=run.status or status)
+        out.append(replace(inst, checkpoints=series))
+    return replace(run, instances=tuple(out))
 
 
 def _num(value: Any) -> float | None:

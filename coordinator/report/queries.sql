@@ -14,3 +14,10 @@ SELECT name, measures FROM instances WHERE orchestration_id = $1;
 
 -- name: stored_comparison
 SELECT comparison FROM orchestrations WHERE id = $1;
+
+-- name: checkpoint_points
+-- Tokens and cost at each milestone, for the charts over time (no state snapshots).
+SELECT scenario_id, progress_pct, timestamp_unix, metrics
+FROM scenario_orchestration_checkpoints
+WHERE orchestration_id = $1
+ORDER BY timestamp_unix, scenario_id, id;

@@ -314,3 +314,22 @@ async def test_html_from_postgres_is_written_and_named(pg_dsn: str, tmp_path: Pa
     assert text.startswith("<!DOCTYPE html>") and "orch-pg-html" in text
     bad = cli("report", "--database-url", pg_dsn, "--html", "/proc/no/report.html")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--html" in bad.stderr
+
+
+def test_large_runs_draw_one_trace_per_scenario_not_per_instance() -> None:
+    doc = run_doc()
+    base = doc["instances"]
+    doc["instances"] = [
+        {**base[k % 3], "name": f"inst-{k:03d}"} for k in range(30)
+    ]  # 30 instances, 10 per tier
+    run = facts_from_results(doc)
+    from coordinator.report.html import progress_figure, timeline_figure, tokens_figure
+
+    progress = progress_figure(run)
+    assert [t.name for t in progress.data] == ["simple", "medium", "complex"]
+    # each tier's trace holds its ten instances' lines, split by gaps
+    assert sum(1 for x in progress.data[0].x if x is None) == 9
+    assert len(tokens_figure(run).data) == 2 * 3
+    timeline = timeline_figure(run)
+    bars = [t for t in timeline.data if t.type == "bar" and t.name == "completed"]
+    assert len(bars) == 1 and len(bars[0].y) == 30  # one bar per instance, one trace
