@@ -40,11 +40,17 @@ FLAGS = (
 
 
 def chromium() -> str:
-    found = shutil.which("chromium") or (
-        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    """``$COORDINATOR_TEST_CHROMIUM``, else Debian's chromium; missing is a failure."""
+    found = (
+        os.environ.get("COORDINATOR_TEST_CHROMIUM")
+        or shutil.which("chromium")
+        or "/usr/bin/chromium"
     )
-    if found is None:
-        pytest.fail("install Debian's chromium (apt-get install chromium)", pytrace=False)
+    if not os.access(found, os.X_OK):
+        pytest.fail(
+            f"no chromium at {found}: install Debian's chromium (apt-get install chromium)",
+            pytrace=False,
+        )
     return found
 
 
