@@ -644,7 +644,10 @@ def status_cmd(
 @click.argument("orchestration_id", required=False)
 @click.option("--json", "json_output", is_flag=True, help="The comparison as JSON.")
 @click.option(
-    "--html", "html", type=click.Path(path_type=Path), help="Also write the HTML report here."
+    "--html",
+    "html",
+    type=click.Path(path_type=Path),
+    help="Also write the HTML report (of the first run) here.",
 )
 @click.option(
     "--compare",

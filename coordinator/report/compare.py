@@ -38,6 +38,7 @@ class ScenarioSummary:
     duration_s: float  # wall seconds per item (mean), waits included
     wait_s: float  # per item (mean)
     paused_s: float
+    tool_calls: int  # over its instances
     tokens_per_item: float
     cost_per_item: float
     peak_mb: float | None  # the largest over its instances
@@ -66,6 +67,7 @@ class ScenarioSummary:
             "duration_s": round(self.duration_s, 3),
             "wait_s": round(self.wait_s, 3),
             "paused_s": round(self.paused_s, 3),
+            "tool_calls": self.tool_calls,
             "tokens_per_item": round(self.tokens_per_item, 1),
             "cost_per_item": round(self.cost_per_item, 6),
             "peak_mb": self.peak_mb,
@@ -181,6 +183,7 @@ def summarise(name: str, items: Sequence[InstanceFacts]) -> ScenarioSummary:
         duration_s=_mean([i.duration_s for i in items]),
         wait_s=_mean([i.wait_s for i in items]),
         paused_s=_mean([i.paused_s for i in items]),
+        tool_calls=sum(i.tool_calls for i in items),
         tokens_per_item=tokens / n if n else 0.0,
         cost_per_item=cost / n if n else 0.0,
         peak_mb=max(peaks) if peaks else None,

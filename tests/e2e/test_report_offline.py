@@ -88,6 +88,7 @@ def test_comparison_numbers_are_the_runs_own(tmp_path: Path) -> None:
         assert s["cost_usd"] == pytest.approx(inst["total_cost_usd"], abs=1e-6)
         assert s["duration_s"] == pytest.approx(inst["duration_s"], abs=1e-3)
         assert s["wait_s"] == pytest.approx(inst["wait_s"], abs=1e-3)
+        assert s["tool_calls"] == sum(inst["tool_calls"].values()) > 0
         assert s["time_s"] == pytest.approx(
             inst["duration_s"] - inst["wait_s"] - inst["paused_s"], abs=2e-3
         )

@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,20 @@ def run_chromium(*args: str) -> subprocess.CompletedProcess[str]:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        assert group_gone(proc.pid), "chromium left processes behind"
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def group_gone(pgid: int, deadline_s: float = 10.0) -> bool:
+    """No process of the group is left (polled: killed helpers take a moment to go)."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
 
 
 def sections(dom: str) -> dict[str, str]:

@@ -53,6 +53,7 @@ def test_from_a_results_file_the_numbers_are_the_instances_own(tmp_path: Path) -
         assert s["cost_usd"] == pytest.approx(inst["total_cost_usd"])
         assert s["time_s"] == pytest.approx(inst["duration_s"] - inst["wait_s"])
         assert s["wait_s"] == pytest.approx(inst["wait_s"])
+        assert s["tool_calls"] == sum(inst["tool_calls"].values())
         assert s["peak_mb"] == inst["measures"]["memory"]["peak_mb"]
         assert s["quality"] == inst["measures"]["quality"]["score"]
         assert s["met"] == inst["measures"]["quality"]["met"]

@@ -262,3 +262,15 @@ def test_bad_documents_are_one_line_naming_the_field(doc: Any, message: str) -> 
     with pytest.raises(ReportInputError) as err:
         facts_from_results(doc)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_comparison_that_cannot_be_made_never_costs_the_results() -> None:
+    from coordinator.report.section import comparison_section, end_of_run_table
+
+    bad = {"orchestration_id": "o", "instances": [{"status": "completed"}]}  # no name
+    assert comparison_section(bad) == {"error": "no comparison: instances[0].name: missing"}
+    assert end_of_run_table(bad) is None
+    good = results(instance("a", "simple", 1), instance("b", "complex", 8))
+    assert comparison_section(good)["scenarios"][1]["name"] == "complex"
+    assert end_of_run_table(good) is not None
+    assert end_of_run_table(results(instance("a", None, 1))) is None  # no scenarios: no table
