@@ -120,6 +120,8 @@ def timeline_figure(run: RunFacts) -> go.Figure:
                 name="milestone",
                 text=[f"{m.pct:g}%" for _, m in hits],
                 textposition="top center",
+                textfont={"size": 10},
+                cliponaxis=False,
                 marker={"symbol": "diamond", "size": 9, "color": "#263238"},
             )
         )
@@ -141,7 +143,7 @@ def timeline_figure(run: RunFacts) -> go.Figure:
         barmode="overlay",
         xaxis_title="seconds since the run started",
         yaxis={"type": "category", "categoryorder": "array", "categoryarray": names[::-1]},
-        height=max(260, 60 + (36 if len(names) <= 40 else 12) * len(names)),
+        height=max(260, 80 + (44 if len(names) <= 40 else 12) * len(names)),
     )
     return fig
 
