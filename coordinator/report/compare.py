@@ -242,7 +242,8 @@ def compare(run: RunFacts) -> Comparison:
                 for s in scenarios
                 if (x := _x(s, axis)) is not None
             ]
-            scaling[metric] = fit_power_law(metric, points)
+            unit = "x" if axis == "complexity_multiplier" else ""  # "3x", else a size "30"
+            scaling[metric] = fit_power_law(metric, points, unit=unit)
     else:
         notes.append("no scaling analysis: the scenarios do not differ in complexity or size")
     quality = _quality_comparison(scenarios)
@@ -412,6 +413,6 @@ def find_bottleneck(
         return what, (
             f"{GROWS[metric]} fastest with complexity: "
             f"exponent {exponent:.2f} ({fit.words}), {last[1] / first[1]:.1f}x from "
-            f"{fmt_x(first[0])} to {fmt_x(last[0])}"
+            f"{fmt_x(first[0], fit.unit)} to {fmt_x(last[0], fit.unit)}"
         )
     return None, ""

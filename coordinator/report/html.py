@@ -409,7 +409,7 @@ def _table(comp: Comparison) -> str:
         x = s.input_size if comp.x_axis == "input_size" else s.complexity_multiplier
         cells = (
             s.name,
-            NA if x is None else fmt_x(x),
+            NA if x is None else fmt_x(x, "" if comp.x_axis == "input_size" else "x"),
             s.items,
             s.completed,
             fmt_num(s.tokens_per_item),

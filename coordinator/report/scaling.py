@@ -53,6 +53,7 @@ class Fit:
     points: tuple[tuple[float, float], ...]
     segments: tuple[Segment, ...]
     summary: str  # "sublinear up to 3x, superlinear at 8x"
+    unit: str = "x"  # after an x value: "3x" (a multiplier), "" (an input size)
 
     def predict(self, x: float) -> float:
         return float(self.coefficient * x**self.exponent)
@@ -70,7 +71,9 @@ class Fit:
         }
 
 
-def fit_power_law(metric: str, points: Sequence[tuple[float, float]]) -> Fit | None:
+def fit_power_law(
+    metric: str, points: Sequence[tuple[float, float]], *, unit: str = "x"
+) -> Fit | None:
     """The fit over the points with x > 0 and y > 0 (a log needs them); None unless at
     least two distinct x remain. Several points at one x (instances of one tier) are
     averaged first, so each tier weighs the same."""
@@ -103,7 +106,8 @@ def fit_power_law(metric: str, points: Sequence[tuple[float, float]]) -> Fit | N
         words=words_for(slope),
         points=tuple(tiers),
         segments=segments,
-        summary=describe(segments),
+        summary=describe(segments, unit),
+        unit=unit,
     )
 
 
@@ -112,11 +116,11 @@ def _segment(a: tuple[float, float], b: tuple[float, float]) -> Segment:
     return Segment(a[0], b[0], slope, words_for(slope))
 
 
-def fmt_x(x: float) -> str:
-    return f"{x:g}x"
+def fmt_x(x: float, unit: str = "x") -> str:
+    return f"{x:g}{unit}"
 
 
-def describe(segments: Sequence[Segment]) -> str:
+def describe(segments: Sequence[Segment], unit: str = "x") -> str:
     """Consecutive segments with the same word are one run: "sublinear up to 3x,
     superlinear at 8x"; one word throughout: "linear from 1x to 8x"."""
     if not segments:
@@ -128,11 +132,14 @@ def describe(segments: Sequence[Segment]) -> str:
         else:
             runs.append([seg])
     if len(runs) == 1:
-        return f"{runs[0][0].words} from {fmt_x(segments[0].x_from)} to {fmt_x(segments[-1].x_to)}"
-    parts = [f"{runs[0][0].words} up to {fmt_x(runs[0][-1].x_to)}"]
+        first, last = fmt_x(segments[0].x_from, unit), fmt_x(segments[-1].x_to, unit)
+        return f"{runs[0][0].words} from {first} to {last}"
+    parts = [f"{runs[0][0].words} up to {fmt_x(runs[0][-1].x_to, unit)}"]
     for run in runs[1:]:
         if len(run) == 1:
-            parts.append(f"{run[0].words} at {fmt_x(run[0].x_to)}")
+            parts.append(f"{run[0].words} at {fmt_x(run[0].x_to, unit)}")
         else:
-            parts.append(f"{run[0].words} from {fmt_x(run[0].x_from)} to {fmt_x(run[-1].x_to)}")
+            parts.append(
+                f"{run[0].words} from {fmt_x(run[0].x_from, unit)} to {fmt_x(run[-1].x_to, unit)}"
+            )
     return ", ".join(parts)

@@ -39,7 +39,7 @@ def fmt_met(met: bool | None) -> str:
 
 def _x(s: ScenarioSummary, axis: str | None) -> str:
     value = s.input_size if axis == "input_size" else s.complexity_multiplier
-    return NA if value is None else fmt_x(value)
+    return NA if value is None else fmt_x(value, "" if axis == "input_size" else "x")
 
 
 def scenario_table(comp: Comparison, *, compact: bool = False) -> Table:

@@ -274,3 +274,16 @@ def test_a_comparison_that_cannot_be_made_never_costs_the_results() -> None:
     assert comparison_section(good)["scenarios"][1]["name"] == "complex"
     assert end_of_run_table(good) is not None
     assert end_of_run_table(results(instance("a", None, 1))) is None  # no scenarios: no table
+
+
+def test_input_size_is_the_axis_when_the_multipliers_do_not_differ() -> None:
+    docs = []
+    for name, size, tokens in (("small", 10, 1000), ("large", 40, 2000)):
+        inst = instance(name, name, 1, tokens=tokens)
+        inst["scenario"]["input_size"] = size
+        docs.append(inst)
+    comp = compare(facts_from_results(results(*docs)))
+    assert comp.x_axis == "input_size"
+    fit = comp.scaling["tokens"]
+    assert fit is not None and fit.exponent == pytest.approx(0.5)  # 4x the input, 2x tokens
+    assert fit.summary == "sublinear from 10 to 40"
