@@ -647,7 +647,7 @@ def status_cmd(
     "--html",
     "html",
     type=click.Path(path_type=Path),
-    help="Also write the HTML report (of the first run) here.",
+    help="Also write the HTML report here (with --compare: the two side by side first).",
 )
 @click.option(
     "--compare",

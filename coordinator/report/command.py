@@ -65,7 +65,7 @@ def show(req: ReportRequest, runs: list[RunFacts], console: Console) -> int:
         from coordinator.report.html import write_html_report
 
         try:
-            write_html_report(req.html, runs[0], comps[0])
+            write_html_report(req.html, runs[0], comps[0], comps[1] if len(comps) == 2 else None)
         except OSError as exc:
             raise ReportInputError(f"--html {req.html}: {exc.strerror or exc}") from None
     if req.json_output:

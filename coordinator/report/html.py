@@ -29,6 +29,7 @@ from coordinator.report.facts import InstanceFacts, RunFacts, SeriesPoint
 from coordinator.report.scaling import fmt_x
 from coordinator.report.terminal import (
     NA,
+    deltas,
     fmt_cost,
     fmt_met,
     fmt_num,
@@ -362,7 +363,42 @@ def scaling_figure(comp: Comparison) -> go.Figure:
     return fig
 
 
-def figures(run: RunFacts, comp: Comparison) -> dict[str, Any]:
+def versus_figure(a: Comparison, b: Comparison) -> go.Figure:
+    """Two runs side by side: per scenario, A's and B's bars for each figure."""
+    panels = (
+        ("quality", "quality", ".2f"),
+        ("time_s", "time per item (s)", ".1f"),
+        ("tokens_per_item", "tokens per item", ",.0f"),
+        ("cost_per_item", "cost per item (USD)", ".4f"),
+    )
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[1] for p in panels])
+    names = [s.name for s in a.scenarios] + [
+        s.name for s in b.scenarios if s.name not in {x.name for x in a.scenarios}
+    ]
+    for run_label, comp, colour in (("A", a, "#90a4ae"), ("B", b, "#1565c0")):
+        by = {s.name: s for s in comp.scenarios}
+        for col, (attr, _title, fmt) in enumerate(panels, 1):
+            values = [getattr(by[n], attr) if n in by else None for n in names]
+            fig.add_trace(
+                go.Bar(
+                    x=[label(n) for n in names],
+                    y=[v if v is not None else 0 for v in values],
+                    text=[NA if v is None else format(v, fmt) for v in values],
+                    textposition="outside",
+                    cliponaxis=False,
+                    name=f"{run_label}: {label(comp.orchestration_id)}",
+                    legendgroup=run_label,
+                    showlegend=col == 1,
+                    marker={"color": colour},
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_layout(title="A and B side by side", barmode="group", height=420, margin={"t": 110})
+    return fig
+
+
+def figures(run: RunFacts, comp: Comparison, other: Comparison | None = None) -> dict[str, Any]:
     figs = {
         "timeline": timeline_figure(run),
         "progress": progress_figure(run),
@@ -370,6 +406,8 @@ def figures(run: RunFacts, comp: Comparison) -> dict[str, Any]:
         "scenarios": scenarios_figure(comp),
         "scaling": scaling_figure(comp),
     }
+    if other is not None:
+        figs = {"versus": versus_figure(comp, other), **figs}
     out = {}
     for key, fig in figs.items():
         fig.update_layout(template="plotly_white", font={"family": "sans-serif"})
@@ -488,8 +526,53 @@ DRAW = """
 """
 
 
-def render_html(run: RunFacts, comp: Comparison) -> str:
-    data = script_json(figures(run, comp))
+def _versus_table(a: Comparison, b: Comparison) -> str:
+    head = (
+        "scenario",
+        "tokens/item A",
+        "B",
+        "Δ",
+        "cost/item A",
+        "B",
+        "Δ",
+        "time/item A",
+        "B",
+        "Δ",
+        "quality A",
+        "B",
+        "Δ",
+        "met A",
+        "B",
+    )
+    rows = []
+    for row in deltas(a, b):
+        cells: list[str] = [row["scenario"]]
+        shown: tuple[tuple[str, Callable[[Any], str], str], ...] = (
+            ("tokens_per_item", fmt_num, "+,.0f"),
+            ("cost_per_item", fmt_cost, "+.4f"),
+            ("time_s", fmt_secs, "+.1f"),
+            ("quality", lambda v: fmt_num(v, ".2f"), "+.2f"),
+        )
+        for key, fmt, delta_fmt in shown:
+            cell = row[key]
+            delta = cell["delta"]
+            shown_delta = NA if delta is None else format(delta, delta_fmt)
+            cells += [fmt(cell["a"]), fmt(cell["b"]), shown_delta]
+        cells += [fmt_met(row["met"]["a"]), fmt_met(row["met"]["b"])]
+        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    return (
+        '<table id="versus"><thead><tr>'
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table>"
+    )
+
+
+def render_html(run: RunFacts, comp: Comparison, other: Comparison | None = None) -> str:
+    """The page of ``run``; with ``other``, B of a comparison, the two side by side first."""
+    figs = figures(run, comp, other)
+    data = script_json(figs)
     recs = "".join(
         f"<li><b>{esc(r.text)}</b>" + (f": {esc(r.reason)}" if r.reason else "") + "</li>"
         for r in comp.recommendations
@@ -504,7 +587,12 @@ def render_html(run: RunFacts, comp: Comparison) -> str:
         )
         if part
     )
-    charts = "".join(f'<div id="chart-{key}" class="chart"></div>' for key in CHARTS)
+    charts = "".join(f'<div id="{key}" class="chart"></div>' for key in figs)
+    versus = (
+        f"<h2>Compared with B: {esc(other.orchestration_id)}</h2>{_versus_table(comp, other)}"
+        if other is not None
+        else ""
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>coordinator report {esc(run.orchestration_id)}</title>"
@@ -515,16 +603,18 @@ def render_html(run: RunFacts, comp: Comparison) -> str:
         f"{_table(comp)}"
         f'<h2>Scaling</h2><ul id="scaling">{scaling}</ul>'
         f'<h2>Recommendations</h2><ul id="recommendations">{recs}</ul>'
-        f"{charts}"
+        f"{versus}{charts}"
         f"<h2>Instances</h2>{_instances_table(run)}"
         f'<script type="application/json" id="report-data">{data}</script>'
         f"<script>{DRAW}</script></body></html>\n"
     )
 
 
-def write_html_report(path: Path, run: RunFacts, comp: Comparison) -> Path:
+def write_html_report(
+    path: Path, run: RunFacts, comp: Comparison, other: Comparison | None = None
+) -> Path:
     """Written atomically (a half page never replaces a whole one)."""
-    text = render_html(run, comp)
+    text = render_html(run, comp, other)
     path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)

@@ -141,3 +141,22 @@ def test_charts_drawn_with_the_runs_data_and_a_screenshot(tmp_path: Path) -> Non
     assert taken.returncode == 0, taken.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     print(f"screenshot: {shot}")
+
+
+def test_two_runs_side_by_side(tmp_path: Path) -> None:
+    before, after = run_doc("orch-before"), run_doc("orch-after")
+    after["instances"][2]["total_tokens"] = 111_111
+    run_a, run_b = facts_from_results(before), facts_from_results(after)
+    comp_a, comp_b = compare(run_a), compare(run_b)
+    page = write_html_report(tmp_path / "versus.html", run_a, comp_a, comp_b)
+    dumped = run_chromium("--dump-dom", page.as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    dom = dumped.stdout
+    start = dom.index('id="chart-versus"')
+    versus = dom[start : dom.index('id="chart-timeline"')]
+    assert 'data-drawn="1"' in versus[:200] and 'class="main-svg"' in versus
+    assert versus.count('<g class="point"') == 2 * 4 * len(comp_a.scenarios)  # A, B x 4 panels
+    assert ">234,567<" in versus and ">111,111<" in versus  # complex: A's tokens and B's
+    assert "A: orch-before" in versus and "B: orch-after" in versus
+    table = dom[dom.index('<table id="versus"') :]
+    assert "<td>-123,456</td>" in table[: table.index("</table>")]  # complex: B - A tokens
