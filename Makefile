@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test demo lint typecheck bench clean
+.PHONY: install test demo lint typecheck bench clean chromium
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -22,7 +22,17 @@ node_modules/.installed: package.json package-lock.json
 	node_modules/.bin/claude --version
 	touch $@
 
-test: install
+# The HTML report's browser test needs Debian's chromium: installed here as root (CI);
+# otherwise that test fails saying how to install it.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	else \
+		echo "chromium missing and not root: install Debian's chromium (apt-get install chromium)"; \
+	fi
+
+test: install chromium
 	$(BIN)/ruff check coordinator runner tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/pytest
@@ -34,8 +44,15 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# The run, then its HTML report (written also when an instance did not complete).
 demo: install
-	$(BIN)/coordinator run --config configs/demo.json --offline
+	@status=0; \
+	$(BIN)/coordinator run --config configs/demo.json --offline \
+		--output .demo-workspace/demo-results.json || status=$$?; \
+	$(BIN)/coordinator report --results .demo-workspace/demo-results.json \
+		--html .demo-workspace/demo-report.html >/dev/null && \
+	echo "HTML report: $(CURDIR)/.demo-workspace/demo-report.html"; \
+	exit $$status
 
 bench: install
 	$(BIN)/python -m bench.stream_throughput
@@ -44,6 +61,7 @@ bench: install
 	$(BIN)/python -m bench.db_writes
 	$(BIN)/python -m bench.barrier_release
 	$(BIN)/python -m bench.real_cli
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .pytest_cache .ruff_cache

@@ -38,6 +38,7 @@ from coordinator.engine.sink import NullSink, RunSink
 from coordinator.errors import ClaudeNotFoundError, CoordinatorError, DatabaseError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
 from coordinator.preflight import writable_dir, writable_file
+from coordinator.report.section import end_of_run_table
 from coordinator.results import build_results, default_output_path, write_results
 from coordinator.schedule import format_countdown
 from coordinator.settings import Settings
@@ -474,6 +475,8 @@ async def execute(
     if req.json_output:
         sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
         sys.stdout.flush()
+    if not req.quiet and (table := end_of_run_table(results)) is not None:
+        console.print(table)
     console.print(_summary(results, where), highlight=False, soft_wrap=True)
     return outcome.exit_code
 

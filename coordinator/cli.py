@@ -595,6 +595,11 @@ def doctor_cmd(
 
 
 async def _with_store(url: str | None, func: Callable[[Any], Any]) -> int:
+    return int(await _using_store(url, func))
+
+
+async def _using_store(url: str | None, func: Callable[[Any], Any]) -> Any:
+    """``await func(store)`` on the database of ``url`` (journals replayed first)."""
     from coordinator.db import open_store, resolve_dsn
     from coordinator.db.embedded import left_as_found
     from coordinator.db.journal import replay_journals
@@ -608,7 +613,7 @@ async def _with_store(url: str | None, func: Callable[[Any], Any]) -> int:
         try:
             for line in await replay_journals(store, settings.state_dir or default_state_dir()):
                 click.echo(line, err=True)
-            return int(await func(store))
+            return await func(store)
         finally:
             await store.close()
 
@@ -633,6 +638,54 @@ def status_cmd(
             ),
         )
     )
+
+
+@cli.command("report")
+@click.argument("orchestration_id", required=False)
+@click.option("--json", "json_output", is_flag=True, help="The comparison as JSON.")
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(path_type=Path),
+    help="Also write the HTML report here (with --compare: the two side by side first).",
+)
+@click.option(
+    "--compare",
+    "compare_with",
+    metavar="ID2",
+    help="A second run (an orchestration id, or a results file) shown side by side.",
+)
+@click.option(
+    "--results",
+    "results_file",
+    type=click.Path(path_type=Path),
+    help="Read the run from this results file instead of the database.",
+)
+@click.option("--database-url")
+def report_cmd(
+    orchestration_id: str | None,
+    json_output: bool,
+    html: Path | None,
+    compare_with: str | None,
+    results_file: Path | None,
+    database_url: str | None,
+) -> int:
+    """The scenario comparison of a run (default: the newest in the database): quality,
+    time, tokens, cost and memory per tier, scaling, recommendations."""
+    from coordinator.report.command import ReportRequest, load_runs, show
+
+    req = ReportRequest(
+        orchestration_id=orchestration_id,
+        results_file=results_file,
+        compare_with=compare_with,
+        json_output=json_output,
+        html=html,
+    )
+    if req.needs_database:
+        runs = asyncio.run(_using_store(database_url, lambda store: load_runs(req, store)))
+    else:
+        runs = asyncio.run(load_runs(req, None))
+    return show(req, runs, _console())
 
 
 @cli.command("history")

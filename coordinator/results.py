@@ -13,6 +13,7 @@ import orjson
 from coordinator.engine.orchestrator import RunOutcome
 from coordinator.engine.state import InstanceState, Status
 from coordinator.plan import RunPlan
+from coordinator.report.section import comparison_section
 from runner.events import RateLimit
 
 SCHEMA_VERSION = 1
@@ -109,7 +110,7 @@ def build_results(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
     cacheable = (
         totals["input_tokens"] + totals["cache_read_tokens"] + totals["cache_creation_tokens"]
     )
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "orchestration_id": plan.orchestration_id,
         "config": plan.config_source,
@@ -138,6 +139,8 @@ def build_results(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
         "notes": outcome.notes,
         "instances": instances,
     }
+    doc["comparison"] = comparison_section(doc)  # last: it reads the document above
+    return doc
 
 
 def default_output_path(plan: RunPlan, now: datetime) -> Path:

@@ -38,8 +38,10 @@ RETURNING id, config, status, budgets, host, sync_mode, results, started_at, end
           updated_at, heartbeat_at AS last_seen_at, lease_s, launch;
 
 -- name: finish_orchestration
+-- The comparison column (008) is the results' comparison section, kept apart.
 UPDATE orchestrations
-SET status = $2, results = $3, ended_at = now(), updated_at = now()
+SET status = $2, results = $3, comparison = $3::jsonb -> 'comparison', ended_at = now(),
+    updated_at = now()
 WHERE id = $1
 RETURNING id, config, status, budgets, host, sync_mode, results, started_at, ended_at,
           updated_at, heartbeat_at AS last_seen_at, lease_s, launch;

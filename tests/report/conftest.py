@@ -1,0 +1,1 @@
+from tests.pg import *  # noqa: F403
