@@ -24,6 +24,7 @@ from coordinator.config.models import (
     SyncMode,
 )
 from coordinator.errors import ConfigError
+from coordinator.pool.identity import identity_env
 from coordinator.schedule import stagger_offsets
 from coordinator.sessions import session_uuid
 from runner.argv import LaunchSpec, build_argv, prompt_fits_argv
@@ -91,6 +92,9 @@ class PlannedInstance:
     max_attempts: int = 1
     permission_given: bool = True  # False: nobody asked for one, the default applies
     json_requested: bool = False  # output_format "json" asked for (it runs as stream-json)
+    # CLAUDE_INSTANCE, SCENARIO_ID, ORCHESTRATION_ID, PROJECT_ROOT (coordinator.pool.identity);
+    # not secrets, shown as they are; ``env`` (the config's) is applied after them
+    identity: dict[str, str] = field(default_factory=dict)
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
@@ -271,6 +275,7 @@ def _plan_instance(
         permission_given=options.permission_mode is not None or inst.permission_mode is not None,
         json_requested=options.output_format == "json"
         or (options.output_format is None and inst.output_format == "json"),
+        identity=identity_env(name, inst.scenario, orchestration_id, inst_ws),
     )
 
 

@@ -61,10 +61,12 @@ def child_env(
     inst: PlannedInstance,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The coordinator's environment, minus the nested-session guard, plus the config's."""
+    """The coordinator's environment, minus the nested-session guard, plus the instance's
+    identity (coordinator.pool.identity), plus the config's (which wins)."""
     env = {k: v for k, v in base.items() if k not in CHILD_ENV_REMOVE}
     for key, value in CHILD_ENV_DEFAULTS.items():
         env.setdefault(key, value)
+    env.update(inst.identity)
     if extra:
         env.update(extra)
     env.update(inst.env)
