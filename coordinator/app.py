@@ -432,6 +432,7 @@ async def execute(
                 barrier_dsn=dsn,
                 handle_signals=False,
                 keep_config_dirs=state_dir_of(settings) / "claude-config" if db else None,
+                pool_store=db.store if db is not None else None,
             )
             if prepare is not None:
                 prepare(orch)

@@ -52,6 +52,9 @@ class Hooks(Protocol):
     def on_status(self, state: InstanceState) -> None: ...
     def on_finished(self, state: InstanceState) -> None: ...
     async def before_turn(self, state: InstanceState, index: int) -> None: ...
+    def on_stream(self, state: InstanceState, event: Event) -> None:
+        """An assistant line, tool results or a result: what the pool reads."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,14 +248,17 @@ class InstanceRun:
                         state.last_event = self._tail(state.output_tail, part)
             for tool in event.tool_uses:
                 state.last_event = f"tool: {tool.name}"
+            self.hooks.on_stream(state, event)
             self._progress(event)
         elif isinstance(event, Result):
+            self.hooks.on_stream(state, event)
             self._result(event)
         elif isinstance(event, ApiRetry):
             label = RETRY_LABELS.get(event.error, event.error.replace("_", " "))
             state.last_event = self._clip(f"{label}, retry {event.attempt}/{event.max_retries}")
             self.hooks.on_status(state)  # no tokens move during a retry storm
         elif isinstance(event, UserToolResults):
+            self.hooks.on_stream(state, event)
             denied = state.accountant.last_denial
             if denied is not None and any(r.is_error for r in event.results):
                 state.last_event = f"permission denied: {denied}"

@@ -1,0 +1,144 @@
+"""The pool wired into a run: the engine hands it every stream event worth an entry and
+every milestone; it keeps the entries (in order, for the results and the digests) and
+writes them to the store a few times a second, off the stream's hot path. A store that is
+away keeps them buffered; what it has not taken by the end is said, and the results file
+keeps every entry either way."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from coordinator.pool.entries import PoolEntry
+from coordinator.pool.extract import PoolExtractor
+from coordinator.redact import Redactor
+from runner.events import Event
+
+if TYPE_CHECKING:
+    from coordinator.db.store import Store
+    from coordinator.engine.instance import InstanceRun
+    from coordinator.engine.state import InstanceState
+    from coordinator.plan import RunPlan
+
+log = structlog.get_logger("coordinator.pool")
+
+FLUSH_INTERVAL_S = 0.25
+
+
+class PoolDriver:
+    def __init__(
+        self,
+        plan: RunPlan,
+        *,
+        note: Callable[[str], None],
+        run_of: Callable[[str], InstanceRun | None],
+        store: Store | None = None,
+    ) -> None:
+        self.plan = plan
+        self.store = store
+        self._note = note
+        self._run_of = run_of
+        self.entries: list[PoolEntry] = []
+        self._extractors: dict[str, PoolExtractor] = {}
+        self._seq: dict[str, int] = {}
+        self._unwritten: list[PoolEntry] = []
+        self._task: asyncio.Task[None] | None = None
+        self._store_failing = False
+        self.written = 0
+
+    # ------------------------------------------------------------------ entries
+    def _extractor(self, state: InstanceState) -> PoolExtractor:
+        found = self._extractors.get(state.name)
+        if found is None:
+            run = self._run_of(state.name)
+            env = run.env if run is not None else {}
+            found = self._extractors[state.name] = PoolExtractor(
+                self.plan.orchestration_id,
+                state.name,
+                str(state.plan.workspace),
+                root=str(self.plan.workspace),
+                redact=Redactor.for_env(env, state.plan.env),
+            )
+        return found
+
+    def feed(self, state: InstanceState, event: Event) -> None:
+        got = self._extractor(state).feed(event, time.time())
+        for entry in got.entries:
+            self.add(entry)
+        for path in got.writes:
+            self.wrote(state.name, path)
+
+    def milestone(self, state: InstanceState, crossed: list[int]) -> None:
+        for pct in crossed:
+            self.add(self._extractor(state).milestone(pct, time.time()))
+
+    def wrote(self, instance: str, path: str) -> None:
+        """A write of ``path`` by ``instance`` went through (conflicts: see later rooms)."""
+        return None
+
+    def add(self, entry: PoolEntry) -> PoolEntry:
+        seq = self._seq.get(entry.instance, 0)
+        self._seq[entry.instance] = seq + 1
+        entry = dataclasses.replace(entry, seq=seq)
+        self.entries.append(entry)
+        if self.store is not None:
+            self._unwritten.append(entry)
+        return entry
+
+    # ------------------------------------------------------------------ store
+    async def open(self) -> None:
+        if self.store is not None:
+            self._task = asyncio.create_task(self._flusher(), name="pool-writer")
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what is buffered; False (and kept) if the store cannot take it now."""
+        if self.store is None or not self._unwritten:
+            return True
+        batch = list(self._unwritten)
+        try:
+            await self.store.add_pool_entries(batch)
+        except Exception as exc:  # away, or the orchestration row not written yet: later
+            if not self._store_failing:
+                log.info("pool entries not written yet", error=str(exc) or type(exc).__name__)
+            self._store_failing = True
+            return False
+        self._store_failing = False
+        del self._unwritten[: len(batch)]
+        self.written += len(batch)
+        return True
+
+    async def close(self, deadline_s: float = 10.0) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while self._unwritten and loop.time() < end:
+            with contextlib.suppress(Exception):
+                if await asyncio.wait_for(self.flush(), max(0.1, end - loop.time())):
+                    break
+            await asyncio.sleep(0.2)
+        if self._unwritten:
+            self._note(
+                f"pool: {len(self._unwritten)} entr(ies) not written to the database "
+                "(the results file has every entry)"
+            )
+
+    # ------------------------------------------------------------------ results
+    def summary(self) -> dict[str, Any]:
+        return {
+            "entries": [e.as_dict() for e in self.entries],
+            "unwritten": len(self._unwritten),
+        }
