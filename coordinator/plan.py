@@ -98,7 +98,7 @@ class PlannedInstance:
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
-        return len(self.turns) == 1 and self.streams_input
+        return len(self.turns) == 1 and self.streams_input and not prompt_fits_argv(self.turns[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +235,9 @@ def _plan_instance(
     overall_cost = budget.overall_cost_usd
     if overall_cost is not None and (cost_cap is None or overall_cost < cost_cap):
         cost_cap = overall_cost  # one instance alone can never exceed the overall budget
-    on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0])
+    # a shared pool's digest goes with the first turn when it is sent: on stdin
+    shares = config.orchestration.pool.share
+    on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0]) or shares
     spec = LaunchSpec(
         session_id=session_id,
         prompt=None if on_stdin else turns[0],

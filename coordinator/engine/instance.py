@@ -56,6 +56,10 @@ class Hooks(Protocol):
         """An assistant line, tool results or a result: what the pool reads."""
         ...
 
+    def turn_text(self, state: InstanceState, index: int, text: str) -> str:
+        """The text of turn ``index`` as it is sent now (a shared pool adds its digest)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -325,7 +329,8 @@ class InstanceRun:
                 await self.hooks.before_turn(state, first + index)
                 if self._stop is not None:
                     return
-            if not await self.proc.write(user_turn_line(turn, state.plan.session_id)):
+            text = self.hooks.turn_text(state, first + index, turn)
+            if not await self.proc.write(user_turn_line(text, state.plan.session_id)):
                 return
             state.turns_sent = first + index + 1
 

@@ -531,6 +531,9 @@ class Orchestrator:
     def on_stream(self, state: InstanceState, event: Event) -> None:
         self.pool.feed(state, event)
 
+    def turn_text(self, state: InstanceState, index: int, text: str) -> str:
+        return self.pool.turn_text(state.name, text)
+
     def on_progress(self, state: InstanceState, crossed: list[int]) -> None:
         self.pool.milestone(state, crossed)
         for hit in state.milestone_hits[-len(crossed) :] if crossed else ():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from coordinator.pool.digest import build_digest
 from coordinator.pool.entries import PoolEntry
 from coordinator.pool.extract import PoolExtractor
 from coordinator.redact import Redactor
@@ -51,6 +52,9 @@ class PoolDriver:
         self._task: asyncio.Task[None] | None = None
         self._store_failing = False
         self.written = 0
+        self.share = plan.config.orchestration.pool.share
+        self._heard: dict[str, int] = {}  # per instance: entries it has been told of
+        self.digests: dict[str, int] = {}  # per instance: digests sent
 
     # ------------------------------------------------------------------ entries
     def _extractor(self, state: InstanceState) -> PoolExtractor:
@@ -90,6 +94,20 @@ class PoolDriver:
         if self.store is not None:
             self._unwritten.append(entry)
         return entry
+
+    # ------------------------------------------------------------------ sharing
+    def turn_text(self, instance: str, text: str) -> str:
+        """With sharing on: ``text`` with the digest of what the others did since
+        ``instance`` last heard (its first turn: since the run began) appended."""
+        if not self.share:
+            return text
+        start = self._heard.get(instance, 0)
+        self._heard[instance] = len(self.entries)
+        digest = build_digest([e for e in self.entries[start:] if e.instance != instance])
+        if digest is None:
+            return text
+        self.digests[instance] = self.digests.get(instance, 0) + 1
+        return f"{text}\n\n{digest}"
 
     # ------------------------------------------------------------------ store
     async def open(self) -> None:
@@ -141,4 +159,6 @@ class PoolDriver:
         return {
             "entries": [e.as_dict() for e in self.entries],
             "unwritten": len(self._unwritten),
+            "share": self.share,
+            "digests_sent": dict(self.digests),
         }

@@ -163,3 +163,71 @@ def test_a_bad_since_is_one_line_and_exit_2(tmp_path: Path, since: str) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "--since" in lines[0], done.stderr
+
+
+async def test_sharing_sends_the_first_instances_entries_in_the_seconds_later_turn(
+    tmp_path: Path,
+) -> None:
+    """With ``pool.share``, beta's second turn (held by lockstep until alpha finished its
+    turn) carries the digest of alpha's entries: asserted on the request the model server
+    received."""
+    from coordinator.engine.instance import Limits
+    from coordinator.engine.orchestrator import Orchestrator
+    from coordinator.engine.state import Status
+    from coordinator.offline.server import ModelServer
+    from tests.e2e.harness import base_env, offline_env, offline_plan
+
+    config = {
+        "orchestration": {"pool": {"share": True}, "sync": {"mode": "lockstep"}},
+        "instances": [
+            {"name": "alpha", "command": "write the app", "allowed_tools": ["Write"]},
+            {
+                "name": "beta",
+                "pre_commands": ["look around"],
+                "command": "then work",
+                "allowed_tools": ["Write"],
+                "workspace": "beta",
+            },
+        ],
+    }
+    script = {
+        "conversations": {
+            "alpha": {
+                "responses": [
+                    {
+                        "tool_uses": [
+                            {
+                                "name": "Write",
+                                "input": {"file_path": "src/app.py", "content": "x = 1\n"},
+                            }
+                        ]
+                    },
+                    {"text": "app written"},
+                ]
+            },
+            "beta": {"responses": [{"text": "looked"}, {"text": "worked"}]},
+        }
+    }
+    plan = offline_plan(tmp_path, config, "orch-pool-share")
+    async with ModelServer(script) as server:
+        orch = Orchestrator(
+            plan,
+            base_env=base_env(),
+            limits=Limits(timeout=120),
+            instance_env=offline_env(server, tmp_path / "home"),
+            guardian=False,
+        )
+        outcome = await orch.run()
+    for state in outcome.states:
+        assert state.status is Status.COMPLETED, (state.error, list(state.stderr_tail))
+    later = [r for r in server.requests if r.key == "beta" and "then work" in r.last_user_text]
+    assert later, [r.last_user_text[:200] for r in server.requests if r.key == "beta"]
+    text = later[0].last_user_text
+    assert "[coordinator pool] What the other instances did since you last heard" in text
+    assert "- alpha wrote: src/app.py" in text
+    assert "- alpha completed: app written" in text
+    # alpha never hears of beta's first turn before its own only turn, nor of itself
+    alpha_texts = " ".join(r.last_user_text for r in server.requests if r.key == "alpha")
+    assert "- alpha " not in alpha_texts
+    sent = outcome.pool["digests_sent"]
+    assert isinstance(sent, dict) and sent["beta"] >= 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from coordinator.errors import UsageError
 from coordinator.pool.blocks import Declared, Malformed, read_blocks
-from coordinator.pool.entries import Kind
+from coordinator.pool.digest import MAX_CHARS, MAX_ENTRIES, build_digest
+from coordinator.pool.entries import Kind, PoolEntry
 from coordinator.pool.extract import PoolExtractor
 from coordinator.pool.query import parse_since
 from runner.events import Assistant, ToolResult, ToolUse, UserToolResults
@@ -75,3 +77,58 @@ def test_since(text: str, seconds: int) -> None:
 def test_since_refused(text: str) -> None:
     with pytest.raises(UsageError):
         parse_since(text)
+
+
+def _entry(n: int, kind: Kind = Kind.FILE, instance: str = "a") -> PoolEntry:
+    return PoolEntry("o", instance, kind, "wrote", f"f{n}.py", float(n))
+
+
+def test_the_digest_cuts_commands_and_milestones_first_then_the_oldest() -> None:
+    entries = [_entry(i, Kind.COMMAND if i % 2 else Kind.FILE) for i in range(100)]
+    digest = build_digest(entries)
+    assert digest is not None
+    lines = digest.splitlines()[1:]
+    assert len(lines) == MAX_ENTRIES
+    assert all("f" in line for line in lines)
+    # 50 files and 50 commands: every command is cut before any file, then the oldest files
+    assert lines[0] == "- a wrote: f20.py" and lines[-1] == "- a wrote: f98.py"
+    assert "(60 earlier entries left out" in digest.splitlines()[0]
+
+
+def test_the_digest_stays_under_its_character_bound() -> None:
+    long = [PoolEntry("o", "a", Kind.SUMMARY, "completed", "x" * 1000, float(i)) for i in range(30)]
+    digest = build_digest(long)
+    assert digest is not None and len(digest) <= MAX_CHARS
+    assert all(len(line) <= 200 for line in digest.splitlines()[1:])
+    assert build_digest([]) is None
+
+
+def test_an_instance_launched_later_hears_everything_others_did_then_only_news() -> None:
+    from coordinator.config import parse_config
+    from coordinator.plan import RunOptions, build_plan
+    from coordinator.pool.driver import PoolDriver
+
+    config = parse_config(
+        {
+            "orchestration": {"pool": {"share": True}},
+            "instances": [{"name": "a", "command": "x"}, {"name": "b", "command": "y"}],
+        }
+    )
+    plan = build_plan(
+        config,
+        RunOptions(orchestration_id="orch-x"),
+        claude_bin="claude",
+        config_path=None,
+        cwd=Path("/tmp"),
+        now=datetime.now(UTC),
+    )
+    assert all(i.streams_input for i in plan.instances)  # the first turn can carry a digest
+    driver = PoolDriver(plan, note=lambda text: None, run_of=lambda name: None)
+    driver.add(_entry(1))
+    driver.add(_entry(2, instance="b"))
+    first = driver.turn_text("b", "y")
+    assert first.startswith("y\n\n[coordinator pool]") and "a wrote: f1.py" in first
+    assert "f2.py" not in first  # its own entries are not news to it
+    assert driver.turn_text("b", "again") == "again"  # nothing new since
+    driver.add(_entry(3))
+    assert "f3.py" in driver.turn_text("b", "z") and "f1.py" not in driver.turn_text("b", "z")
