@@ -24,6 +24,7 @@ from coordinator.config.models import (
     SyncMode,
 )
 from coordinator.errors import ConfigError
+from coordinator.pool.hook import settings_for
 from coordinator.pool.identity import identity_env
 from coordinator.schedule import stagger_offsets
 from coordinator.sessions import session_uuid
@@ -251,6 +252,12 @@ def _plan_instance(
         max_turns=inst.max_turns,
         append_system_prompt=system_prompt,
         max_budget_usd=cost_cap,
+        # pool.conflicts block: a PreToolUse hook asks the coordinator before each write
+        extra_args=(
+            ("--settings", settings_for(name))
+            if config.orchestration.pool.conflicts == "block"
+            else ()
+        ),
     )
     return PlannedInstance(
         index=index,

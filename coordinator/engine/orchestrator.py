@@ -302,6 +302,7 @@ class Orchestrator:
             return
         extra = self.instance_env(inst) if self.instance_env else None
         env = child_env(self.base_env, inst, extra)
+        env.update(self.pool.env_for(inst.name))  # block mode: where its hook asks
         self._accounts[inst.name] = account_key(env)  # the user's login, not a copy of it
         config_dir = None
         try:

@@ -9,15 +9,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from coordinator.pool.conflicts import Conflict, ConflictBook, denial_text
 from coordinator.pool.digest import build_digest
-from coordinator.pool.entries import PoolEntry
-from coordinator.pool.extract import PoolExtractor
+from coordinator.pool.entries import Kind, PoolEntry
+from coordinator.pool.extract import PoolExtractor, shown
+from coordinator.pool.hook import SOCKET_ENV
 from coordinator.redact import Redactor
 from runner.events import Event
 
@@ -55,6 +61,11 @@ class PoolDriver:
         self.share = plan.config.orchestration.pool.share
         self._heard: dict[str, int] = {}  # per instance: entries it has been told of
         self.digests: dict[str, int] = {}  # per instance: digests sent
+        self.mode = plan.config.orchestration.pool.conflicts
+        self.book = ConflictBook()
+        self._names = {inst.name for inst in plan.instances}
+        self._server: asyncio.AbstractServer | None = None
+        self._socket_dir: Path | None = None
 
     # ------------------------------------------------------------------ entries
     def _extractor(self, state: InstanceState) -> PoolExtractor:
@@ -82,9 +93,61 @@ class PoolDriver:
         for pct in crossed:
             self.add(self._extractor(state).milestone(pct, time.time()))
 
+    # ------------------------------------------------------------------ conflicts
     def wrote(self, instance: str, path: str) -> None:
-        """A write of ``path`` by ``instance`` went through (conflicts: see later rooms)."""
-        return None
+        """A write of ``path`` (absolute) by ``instance`` went through."""
+        conflict = self.book.wrote(path, shown(path, str(self.plan.workspace)), instance)
+        if conflict is not None:
+            self._conflict(instance, conflict, "conflicted")
+
+    def ask(self, instance: str, path: str) -> dict[str, object]:
+        """Block mode, from the hook, before ``instance`` writes ``path``: may it?"""
+        if instance not in self._names:
+            return {"allow": True}
+        name = shown(path, str(self.plan.workspace))
+        decision = self.book.ask(path, name, instance)
+        if decision.conflict is not None:
+            self._conflict(instance, decision.conflict, "refused")
+        return {
+            "allow": decision.allow,
+            "owner": decision.owner,
+            "reason": "" if decision.allow else denial_text(name, decision.owner),
+        }
+
+    def _conflict(self, instance: str, conflict: Conflict, action: str) -> None:
+        text = conflict.text()
+        self._note(text)
+        self.add(
+            PoolEntry(
+                orchestration_id=self.plan.orchestration_id,
+                instance=instance,
+                kind=Kind.CONFLICT,
+                action=action,
+                summary=text,
+                at_unix=time.time(),
+                affects=(conflict.path,),
+            )
+        )
+
+    def env_for(self, instance: str) -> dict[str, str]:
+        """What an instance's environment needs for the hook (block mode)."""
+        if self._socket_dir is None:
+            return {}
+        return {SOCKET_ENV: str(self._socket_dir / "hook.sock")}
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10.0)
+            request = json.loads(line)
+            answer = self.ask(str(request["instance"]), str(request["path"]))
+            writer.write(json.dumps(answer).encode() + b"\n")
+            await writer.drain()
+        except (OSError, ValueError, KeyError, TypeError, TimeoutError) as exc:
+            log.info("pool hook request not answered", error=str(exc) or type(exc).__name__)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
 
     def add(self, entry: PoolEntry) -> PoolEntry:
         seq = self._seq.get(entry.instance, 0)
@@ -111,6 +174,11 @@ class PoolDriver:
 
     # ------------------------------------------------------------------ store
     async def open(self) -> None:
+        if self.mode == "block":  # the hook asks here: a socket in a 0700 dir of our own
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="coordinator-pool-"))
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=str(self._socket_dir / "hook.sock")
+            )
         if self.store is not None:
             self._task = asyncio.create_task(self._flusher(), name="pool-writer")
 
@@ -137,6 +205,12 @@ class PoolDriver:
         return True
 
     async def close(self, deadline_s: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -160,5 +234,7 @@ class PoolDriver:
             "entries": [e.as_dict() for e in self.entries],
             "unwritten": len(self._unwritten),
             "share": self.share,
+            "conflicts_mode": self.mode,
+            "conflicts": [c.as_dict() for c in self.book.conflicts.values()],
             "digests_sent": dict(self.digests),
         }

@@ -132,3 +132,50 @@ def test_an_instance_launched_later_hears_everything_others_did_then_only_news()
     assert driver.turn_text("b", "again") == "again"  # nothing new since
     driver.add(_entry(3))
     assert "f3.py" in driver.turn_text("b", "z") and "f1.py" not in driver.turn_text("b", "z")
+
+
+def test_ownership_first_writer_for_the_run() -> None:
+    from coordinator.pool.conflicts import ConflictBook
+
+    book = ConflictBook()
+    assert book.wrote("/w/x", "x", "a") is None
+    assert book.wrote("/w/x", "x", "a") is None  # its own again
+    conflict = book.wrote("/w/x", "x", "b")
+    assert conflict is not None and conflict.text() == "conflict: x written by a and b"
+    assert book.wrote("/w/x", "x", "b") is None  # said once
+    assert book.wrote("/w/x", "x", "c") is conflict
+    assert conflict.text() == "conflict: x written by a, b and c"
+    first = book.ask("/w/y", "y", "c")
+    assert first.allow and first.conflict is None
+    refused = book.ask("/w/y", "y", "a")
+    assert not refused.allow and refused.owner == "c" and refused.conflict is not None
+    assert not book.ask("/w/y", "y", "a").allow and book.ask("/w/y", "y", "a").conflict is None
+
+
+def test_block_mode_passes_the_hook_in_settings_quoted_for_sh() -> None:
+    import json
+    import shlex
+
+    from coordinator.config import parse_config
+    from coordinator.plan import RunOptions, build_plan
+
+    config = parse_config(
+        {
+            "orchestration": {"pool": {"conflicts": "block"}},
+            "instances": [{"name": "it's", "command": "x"}],
+        }
+    )
+    plan = build_plan(
+        config,
+        RunOptions(orchestration_id="orch-x"),
+        claude_bin="claude",
+        config_path=None,
+        cwd=Path("/tmp"),
+        now=datetime.now(UTC),
+    )
+    argv = list(plan.instances[0].argv)
+    settings = json.loads(argv[argv.index("--settings") + 1])
+    (matcher,) = settings["hooks"]["PreToolUse"]
+    assert matcher["matcher"] == "Write|Edit|MultiEdit|NotebookEdit"
+    command = shlex.split(matcher["hooks"][0]["command"])
+    assert command[1:] == ["-m", "coordinator.pool.hook", "--instance", "it's"]
