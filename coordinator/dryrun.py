@@ -69,6 +69,15 @@ def _instance(inst: PlannedInstance, plan: RunPlan, secrets: list[str]) -> dict[
         # sets one (then it is there, masked, and wins)
         "identity_env": {k: v for k, v in inst.identity.items() if k not in inst.env},
         "env": mask_all(inst.env),  # every config env value is a secret
+        "worktree": (
+            {
+                "branch": inst.worktree.branch,
+                "path": str(inst.worktree.path),
+                "repository": str(inst.worktree.repo) if inst.worktree.repo else None,
+            }
+            if inst.worktree is not None
+            else None
+        ),
         "permission_mode": inst.permission_mode.value,
         "token_budget": inst.token_budget,
         "cost_budget_usd": inst.cost_budget_usd,
@@ -109,6 +118,9 @@ def render_text(plan: RunPlan, environ: dict[str, str] | None = None) -> str:
         )
         lines.append(f"    session    {inst.session_id} ({_session_note(inst)})")
         lines.append(f"    cwd        {inst.workspace}")
+        if inst.worktree is not None:
+            where = row["worktree"]["repository"] or "NOT A GIT REPOSITORY"
+            lines.append(f"    worktree   branch {inst.worktree.branch} of {where}")
         offset = f"+{inst.offset_s:g}s"
         if row["launch_at"] is not None:
             offset += f" ({row['launch_at']})"

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from coordinator.config.models import (
     BudgetConfig,
@@ -29,6 +29,9 @@ from coordinator.pool.identity import identity_env
 from coordinator.schedule import stagger_offsets
 from coordinator.sessions import session_uuid
 from runner.argv import LaunchSpec, build_argv, prompt_fits_argv
+
+if TYPE_CHECKING:
+    from coordinator.pool.worktrees import WorktreeSpec
 
 _T = TypeVar("_T")
 
@@ -96,6 +99,9 @@ class PlannedInstance:
     # CLAUDE_INSTANCE, SCENARIO_ID, ORCHESTRATION_ID, PROJECT_ROOT (coordinator.pool.identity);
     # not secrets, shown as they are; ``env`` (the config's) is applied after them
     identity: dict[str, str] = field(default_factory=dict)
+    # isolation worktree: its git worktree and branch (coordinator.pool.worktrees), the
+    # workspace above then being inside it
+    worktree: WorktreeSpec | None = None
 
     @property
     def prompt_too_long_for_argv(self) -> bool:

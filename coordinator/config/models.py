@@ -189,6 +189,10 @@ class OrchestrationConfig(_Strict):
     usage_limit_jitter_s: Seconds = 5.0
     usage_limit_fallback_s: PositiveSeconds = 300.0
     pool: PoolConfig = Field(default_factory=PoolConfig)
+    # "worktree": each instance in a git worktree and branch of its own (coordinator/<run>/
+    # <name>), made before launch; kept after the run unless keep_worktrees is false
+    isolation: Literal["shared", "worktree"] = "shared"
+    keep_worktrees: Flag = True
 
 
 class InstanceConfig(_Strict):
@@ -217,6 +221,7 @@ class InstanceConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     scenario: ScenarioConfig | None = None
     max_attempts: PositiveInt | None = None
+    isolation: Literal["shared", "worktree"] | None = None  # None: the orchestration's
 
     @model_validator(mode="before")
     @classmethod

@@ -77,7 +77,8 @@ class PoolDriver:
                 self.plan.orchestration_id,
                 state.name,
                 str(state.plan.workspace),
-                root=str(self.plan.workspace),
+                # an instance in a worktree of its own: its paths relative to that
+                root=str(state.plan.workspace if state.plan.worktree else self.plan.workspace),
                 redact=Redactor.for_env(env, state.plan.env),
             )
         return found
