@@ -100,7 +100,7 @@ class PoolExtractor:
         path = write_path(tool)
         if path is not None:
             full = absolute(path, self.workspace)
-            name = shown(full, self.root)
+            name = self.redact(shown(full, self.root))
             out.writes.append(full)
             out.entries.append(
                 self._entry(Kind.FILE, WRITE_TOOLS[tool.name], name, now, affects=(name,))
