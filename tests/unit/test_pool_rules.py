@@ -178,4 +178,5 @@ def test_block_mode_passes_the_hook_in_settings_quoted_for_sh() -> None:
     (matcher,) = settings["hooks"]["PreToolUse"]
     assert matcher["matcher"] == "Write|Edit|MultiEdit|NotebookEdit"
     command = shlex.split(matcher["hooks"][0]["command"])
-    assert command[1:] == ["-m", "coordinator.pool.hook", "--instance", "it's"]
+    assert command[1:3] == ["-I", "-S"] and command[3].endswith("coordinator/pool/hook.py")
+    assert command[4:] == ["--instance", "it's"]
