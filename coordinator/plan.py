@@ -102,6 +102,7 @@ class PlannedInstance:
     # isolation worktree: its git worktree and branch (coordinator.pool.worktrees), the
     # workspace above then being inside it
     worktree: WorktreeSpec | None = None
+    shares_pool: bool = False  # orchestration.pool.share: every turn goes on stdin
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
@@ -291,6 +292,7 @@ def _plan_instance(
         json_requested=options.output_format == "json"
         or (options.output_format is None and inst.output_format == "json"),
         identity=identity_env(name, inst.scenario, orchestration_id, inst_ws),
+        shares_pool=shares,
     )
 
 

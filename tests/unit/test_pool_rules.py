@@ -123,6 +123,12 @@ def test_an_instance_launched_later_hears_everything_others_did_then_only_news()
         now=datetime.now(UTC),
     )
     assert all(i.streams_input for i in plan.instances)  # the first turn can carry a digest
+    from coordinator.control.attempts import next_launch
+
+    again = next_launch(
+        plan.instances[0], turns_done=0, turn_started=True, session_exists=True, cost_spent=0.0
+    )
+    assert again is not None and again.streams_input  # so does a retry's or a resume's
     driver = PoolDriver(plan, note=lambda text: None, run_of=lambda name: None)
     driver.add(_entry(1))
     driver.add(_entry(2, instance="b"))
