@@ -19,7 +19,9 @@ CREATE TABLE pool_entries (
     affects          text[]      NOT NULL DEFAULT '{}',
     blocks           text[]      NOT NULL DEFAULT '{}',
     at               timestamptz NOT NULL,
-    created_at       timestamptz NOT NULL DEFAULT now()
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    -- an entry written twice (a flush cut short, then done again) is stored once
+    CONSTRAINT pool_entries_once UNIQUE (orchestration_id, instance, at, seq)
 );
 
 CREATE INDEX pool_entries_by_time ON pool_entries (orchestration_id, at, id);

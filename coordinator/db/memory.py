@@ -176,7 +176,12 @@ class MemoryStore:
     async def add_pool_entries(self, entries: Sequence[PoolEntry]) -> None:
         for entry in entries:
             self._require(entry.orchestration_id)
-        self._pool.extend(entries)
+        stored = {(e.orchestration_id, e.instance, e.at_unix, e.seq) for e in self._pool}
+        for entry in entries:
+            key = (entry.orchestration_id, entry.instance, entry.at_unix, entry.seq)
+            if key not in stored:  # written twice: stored once, as in Postgres
+                stored.add(key)
+                self._pool.append(entry)
 
     async def list_pool_entries(
         self, orchestration_id: str, *, since: datetime | None = None, instance: str | None = None

@@ -91,7 +91,8 @@ class Store(Protocol):
     async def latest_orchestration_id(self) -> str | None: ...
 
     async def add_pool_entries(self, entries: Sequence[PoolEntry]) -> None:
-        """Insert pool entries in one round trip, in order (coordinator/pool/)."""
+        """Insert pool entries in one round trip, in order (coordinator/pool/); one already
+        stored (same orchestration, instance, time and seq) is left as it is."""
         ...
 
     async def list_pool_entries(

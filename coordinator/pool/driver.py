@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("coordinator.pool")
 
 FLUSH_INTERVAL_S = 0.25
+CLOSE_DEADLINE_S = 2.0
 
 
 class PoolDriver:
@@ -205,7 +206,10 @@ class PoolDriver:
         self.written += len(batch)
         return True
 
-    async def close(self, deadline_s: float = 10.0) -> None:
+    async def close(self, deadline_s: float = CLOSE_DEADLINE_S) -> None:
+        """Stop the hook's socket; write what is buffered, within a short deadline (the
+        database sink's own final flush comes after this, with its deadline): what the
+        store did not take is said, and the results file keeps every entry."""
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):

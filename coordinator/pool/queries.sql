@@ -1,7 +1,7 @@
 -- Named queries of the pool (coordinator/pool/), loaded by coordinator.db.postgres.
 
 -- name: add_pool_entries
--- One statement for the whole batch: $n are parallel arrays, one element per entry; the
+-- One statement for the whole batch (an entry already stored is left as it is): $n are parallel arrays, one element per entry; the
 -- text[] columns travel as JSON text (arrays of arrays do not unnest row by row).
 INSERT INTO pool_entries (
     orchestration_id, instance, seq, kind, action, topic, summary, affects, blocks, at
@@ -16,7 +16,8 @@ FROM unnest(
     orchestration_id, instance, seq, kind, action, topic, summary, affects, blocks, at,
     position
 )
-ORDER BY position;
+ORDER BY position
+ON CONFLICT ON CONSTRAINT pool_entries_once DO NOTHING;
 
 -- name: list_pool_entries
 -- $2: only entries at or after this time (NULL: all); $3: only this instance (NULL: all).
