@@ -37,6 +37,7 @@ from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator, RunOutco
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.errors import ClaudeNotFoundError, CoordinatorError, DatabaseError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
+from coordinator.pool import worktrees
 from coordinator.preflight import writable_dir, writable_file
 from coordinator.report.section import end_of_run_table
 from coordinator.results import build_results, default_output_path, write_results
@@ -96,7 +97,7 @@ def make_plan(req: RunRequest, settings: Settings, *, need_claude: bool) -> RunP
         if need_claude:
             raise
         claude = "claude"
-    return build_plan(
+    plan = build_plan(
         config,
         options,
         claude_bin=claude,
@@ -105,6 +106,7 @@ def make_plan(req: RunRequest, settings: Settings, *, need_claude: bool) -> RunP
         now=datetime.now().astimezone(),
         source=None if req.config_path is not None else "(command line)",
     )
+    return worktrees.resolve(plan, state_dir_of(settings) / "worktrees")
 
 
 def preflight(
@@ -122,13 +124,22 @@ def preflight(
         f"command budget {key} matches no instance's command"
         for key in unused_command_budgets(plan)
     ]
+    refused = worktrees.refusal(plan)
+    if refused:
+        raise PreflightError(refused)
     if not dry_run:  # a run writes its results and in every workspace: can it?
         writable_file(req.output or default_output_path(plan, datetime.now()), "results")
         for inst in plan.instances:
+            if inst.worktree is not None:  # made before launch, in the state directory
+                continue
             writable_dir(
                 inst.workspace, f"instance {inst.name}: workspace", create=plan.create_workspaces
             )
-    missing = [i for i in plan.instances if not i.workspace.is_dir() and not plan.create_workspaces]
+    missing = [
+        i
+        for i in plan.instances
+        if not i.workspace.is_dir() and not plan.create_workspaces and i.worktree is None
+    ]
     if missing:
         inst = missing[0]
         raise PreflightError(f"instance {inst.name}: workspace {inst.workspace} does not exist")
@@ -428,7 +439,9 @@ async def execute(
     )
     outcome: RunOutcome | None = None
     orch: Orchestrator | None = None
+    made: list[worktrees.Made] = []
     try:
+        made = await asyncio.to_thread(worktrees.create, plan)  # before any launch
         async with offline_server(req, plan) as offline_env:
             orch = Orchestrator(
                 plan,
@@ -440,6 +453,7 @@ async def execute(
                 barrier_dsn=dsn,
                 handle_signals=False,
                 keep_config_dirs=state_dir_of(settings) / "claude-config" if db else None,
+                pool_store=db.store if db is not None else None,
             )
             if prepare is not None:
                 prepare(orch)
@@ -459,6 +473,9 @@ async def execute(
         if outcome is None and orch is not None:
             outcome = orch.outcome()
         results = build_results(plan, outcome) if outcome is not None else None
+        if made and results is not None:
+            keep = plan.config.orchestration.keep_worktrees
+            results["worktrees"] = await asyncio.to_thread(worktrees.finish, made, keep=keep)
         where = (
             save_results(output, results, state_dir_of(settings), console)
             if results is not None

@@ -688,6 +688,37 @@ def report_cmd(
     return show(req, runs, _console())
 
 
+@cli.command("pool")
+@click.argument("orchestration_id", required=False)
+@click.option("--since", help="Only entries this recent: 30m, 1h, 2h30m.")
+@click.option("--instance", "instance", help="Only this instance's entries.")
+@click.option("--json", "json_output", is_flag=True)
+@click.option("--database-url")
+def pool_cmd(
+    orchestration_id: str | None,
+    since: str | None,
+    instance: str | None,
+    json_output: bool,
+    database_url: str | None,
+) -> int:
+    """What the instances of a run did (default: the newest run), from the database: files
+    written, commands and tests run, milestones, summaries, their own pool entries."""
+    from coordinator.pool import query as pool_query
+
+    if since is not None:
+        pool_query.parse_since(since)  # a bad value is refused before any database
+
+    async def show(store: Any) -> int:
+        orch_id, entries = await pool_query.pool_entries(
+            store, orchestration_id, since=since, instance=instance
+        )
+        render = pool_query.render_json if json_output else pool_query.render_text
+        click.echo(render(orch_id, entries))
+        return 0
+
+    return asyncio.run(_with_store(database_url, show))
+
+
 @cli.command("history")
 @click.option("--limit", type=click.IntRange(min=1, max=INT64_MAX), default=20, show_default=True)
 @click.option("--json", "json_output", is_flag=True)

@@ -65,7 +65,19 @@ def _instance(inst: PlannedInstance, plan: RunPlan, secrets: list[str]) -> dict[
         "command_line": shlex.join(argv),
         "stdin_turns": list(inst.turns) if inst.streams_input else [],
         "prompt_on_stdin_because_too_long": inst.prompt_too_long_for_argv,
+        # CLAUDE_INSTANCE, SCENARIO_ID, ...: shown as they are, unless the config's env
+        # sets one (then it is there, masked, and wins)
+        "identity_env": {k: v for k, v in inst.identity.items() if k not in inst.env},
         "env": mask_all(inst.env),  # every config env value is a secret
+        "worktree": (
+            {
+                "branch": inst.worktree.branch,
+                "path": str(inst.worktree.path),
+                "repository": str(inst.worktree.repo) if inst.worktree.repo else None,
+            }
+            if inst.worktree is not None
+            else None
+        ),
         "permission_mode": inst.permission_mode.value,
         "token_budget": inst.token_budget,
         "cost_budget_usd": inst.cost_budget_usd,
@@ -106,6 +118,9 @@ def render_text(plan: RunPlan, environ: dict[str, str] | None = None) -> str:
         )
         lines.append(f"    session    {inst.session_id} ({_session_note(inst)})")
         lines.append(f"    cwd        {inst.workspace}")
+        if inst.worktree is not None:
+            where = row["worktree"]["repository"] or "NOT A GIT REPOSITORY"
+            lines.append(f"    worktree   branch {inst.worktree.branch} of {where}")
         offset = f"+{inst.offset_s:g}s"
         if row["launch_at"] is not None:
             offset += f" ({row['launch_at']})"
@@ -118,6 +133,11 @@ def render_text(plan: RunPlan, environ: dict[str, str] | None = None) -> str:
             if row["command_budget"]:
                 parts.append(f"{inst.slash_command} {row['command_budget']:,} tokens (shared)")
             lines.append(f"    budget     {'; '.join(parts)}")
+        if row["identity_env"]:
+            lines.append(
+                "    identity   "
+                + " ".join(f"{k}={shlex.quote(v)}" for k, v in row["identity_env"].items())
+            )
         if row["env"]:
             lines.append(
                 "    env        " + " ".join(f"{k}={shlex.quote(v)}" for k, v in row["env"].items())

@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from coordinator.config.models import (
     BudgetConfig,
@@ -24,9 +24,14 @@ from coordinator.config.models import (
     SyncMode,
 )
 from coordinator.errors import ConfigError
+from coordinator.pool.hook import settings_for
+from coordinator.pool.identity import identity_env
 from coordinator.schedule import stagger_offsets
 from coordinator.sessions import session_uuid
 from runner.argv import LaunchSpec, build_argv, prompt_fits_argv
+
+if TYPE_CHECKING:
+    from coordinator.pool.worktrees import WorktreeSpec
 
 _T = TypeVar("_T")
 
@@ -91,10 +96,17 @@ class PlannedInstance:
     max_attempts: int = 1
     permission_given: bool = True  # False: nobody asked for one, the default applies
     json_requested: bool = False  # output_format "json" asked for (it runs as stream-json)
+    # CLAUDE_INSTANCE, SCENARIO_ID, ORCHESTRATION_ID, PROJECT_ROOT (coordinator.pool.identity);
+    # not secrets, shown as they are; ``env`` (the config's) is applied after them
+    identity: dict[str, str] = field(default_factory=dict)
+    # isolation worktree: its git worktree and branch (coordinator.pool.worktrees), the
+    # workspace above then being inside it
+    worktree: WorktreeSpec | None = None
+    shares_pool: bool = False  # orchestration.pool.share: every turn goes on stdin
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
-        return len(self.turns) == 1 and self.streams_input
+        return len(self.turns) == 1 and self.streams_input and not prompt_fits_argv(self.turns[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +243,9 @@ def _plan_instance(
     overall_cost = budget.overall_cost_usd
     if overall_cost is not None and (cost_cap is None or overall_cost < cost_cap):
         cost_cap = overall_cost  # one instance alone can never exceed the overall budget
-    on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0])
+    # a shared pool's digest goes with the first turn when it is sent: on stdin
+    shares = config.orchestration.pool.share
+    on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0]) or shares
     spec = LaunchSpec(
         session_id=session_id,
         prompt=None if on_stdin else turns[0],
@@ -245,6 +259,12 @@ def _plan_instance(
         max_turns=inst.max_turns,
         append_system_prompt=system_prompt,
         max_budget_usd=cost_cap,
+        # pool.conflicts block: a PreToolUse hook asks the coordinator before each write
+        extra_args=(
+            ("--settings", settings_for(name))
+            if config.orchestration.pool.conflicts == "block"
+            else ()
+        ),
     )
     return PlannedInstance(
         index=index,
@@ -271,6 +291,8 @@ def _plan_instance(
         permission_given=options.permission_mode is not None or inst.permission_mode is not None,
         json_requested=options.output_format == "json"
         or (options.output_format is None and inst.output_format == "json"),
+        identity=identity_env(name, inst.scenario, orchestration_id, inst_ws),
+        shares_pool=shares,
     )
 
 

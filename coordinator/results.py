@@ -122,6 +122,7 @@ def build_results(plan: RunPlan, outcome: RunOutcome) -> dict[str, Any]:
         "counts": {k: v for k, v in by_status.items() if v},
         "sync_mode": plan.sync.mode.value,
         "sync": outcome.sync,
+        "pool": outcome.pool,
         "totals": {
             **totals,
             "total_cost_usd": round(sum(i["total_cost_usd"] for i in instances), 6),

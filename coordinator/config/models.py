@@ -141,6 +141,16 @@ class LegacyBudgetConfig(_Strict):
         return out
 
 
+class PoolConfig(_Strict):
+    """Instances that know about each other (coordinator/pool/): ``share`` gives each
+    instance's next turn, and every instance launched later, a digest of what the others
+    did; ``conflicts`` says what a second writer of a path gets (warn: a warning; block:
+    its write is refused before it happens, by a PreToolUse hook)."""
+
+    share: Flag = False
+    conflicts: Literal["warn", "block"] = "warn"
+
+
 class SyncConfig(_Strict):
     mode: SyncMode = SyncMode.FREE
     milestones: list[Annotated[int, Strict(), Field(gt=0, lt=100)]] = Field(
@@ -178,6 +188,11 @@ class OrchestrationConfig(_Strict):
     # to this much jitter (a reset the CLI does not give: after usage_limit_fallback_s)
     usage_limit_jitter_s: Seconds = 5.0
     usage_limit_fallback_s: PositiveSeconds = 300.0
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    # "worktree": each instance in a git worktree and branch of its own (coordinator/<run>/
+    # <name>), made before launch; kept after the run unless keep_worktrees is false
+    isolation: Literal["shared", "worktree"] = "shared"
+    keep_worktrees: Flag = True
 
 
 class InstanceConfig(_Strict):
@@ -206,6 +221,7 @@ class InstanceConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     scenario: ScenarioConfig | None = None
     max_attempts: PositiveInt | None = None
+    isolation: Literal["shared", "worktree"] | None = None  # None: the orchestration's
 
     @model_validator(mode="before")
     @classmethod

@@ -62,7 +62,8 @@ def next_launch(
         cap = round(cap - cost_spent, 6)
         if cap <= 0:
             return None
-    on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0])
+    # a shared pool's digest goes with each turn when it is sent: always on stdin
+    on_stdin = len(turns) > 1 or not prompt_fits_argv(turns[0]) or inst.shares_pool
     spec = dataclasses.replace(
         spec,
         prompt=None if on_stdin else turns[0],

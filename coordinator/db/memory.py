@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from coordinator.db.rows import CheckpointRow, InstanceRow, OrchestrationRow, ProgressRow
 from coordinator.db.store import OrchestrationExistsError, OrchestrationNotFoundError
 from coordinator.errors import DatabaseError
+from coordinator.pool.entries import PoolEntry
 
 
 class MemoryStore:
@@ -24,6 +25,7 @@ class MemoryStore:
         self._instances: dict[tuple[str, str], InstanceRow] = {}
         # Insertion order stands in for the identity column that breaks ties.
         self._checkpoints: dict[tuple[str, str, str], CheckpointRow] = {}
+        self._pool: list[PoolEntry] = []
 
     def _now(self) -> datetime:
         # Strictly increasing, like distinct transactions' now() in practice.
@@ -170,6 +172,29 @@ class MemoryStore:
     async def latest_orchestration_id(self) -> str | None:
         newest = await self.list_orchestrations(limit=1)
         return newest[0].id if newest else None
+
+    async def add_pool_entries(self, entries: Sequence[PoolEntry]) -> None:
+        for entry in entries:
+            self._require(entry.orchestration_id)
+        stored = {(e.orchestration_id, e.instance, e.at_unix, e.seq) for e in self._pool}
+        for entry in entries:
+            key = (entry.orchestration_id, entry.instance, entry.at_unix, entry.seq)
+            if key not in stored:  # written twice: stored once, as in Postgres
+                stored.add(key)
+                self._pool.append(entry)
+
+    async def list_pool_entries(
+        self, orchestration_id: str, *, since: datetime | None = None, instance: str | None = None
+    ) -> list[PoolEntry]:
+        after = since.timestamp() if since is not None else None
+        rows = [
+            e
+            for e in self._pool
+            if e.orchestration_id == orchestration_id
+            and (after is None or e.at_unix >= after)
+            and (instance is None or e.instance == instance)
+        ]
+        return sorted(rows, key=lambda e: e.at_unix)  # stable: insertion breaks ties
 
     async def close(self) -> None:
         return None

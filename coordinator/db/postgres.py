@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,8 +26,10 @@ from coordinator.db.store import (
     OrchestrationNotFoundError,
 )
 from coordinator.errors import DatabaseError
+from coordinator.pool.entries import Kind, PoolEntry
 
 QUERIES_FILE = Path(__file__).with_name("queries.sql")
+POOL_QUERIES_FILE = Path(__file__).parent.parent / "pool" / "queries.sql"
 CONNECT_TIMEOUT = 10.0
 # SQLSTATE classes after which the same statement may succeed later: connection exception,
 # operator intervention (shutdown, cannot connect now), insufficient resources,
@@ -218,6 +221,36 @@ def _checkpoint_args(row: CheckpointRow) -> tuple[Any, ...]:
     )
 
 
+def _pool_args(entry: PoolEntry) -> tuple[Any, ...]:
+    return (
+        entry.orchestration_id,
+        entry.instance,
+        entry.seq,
+        entry.kind.value,
+        entry.action,
+        entry.topic,
+        entry.summary,
+        _dumps(list(entry.affects)),
+        _dumps(list(entry.blocks)),
+        datetime.fromtimestamp(entry.at_unix, UTC),
+    )
+
+
+def _pool_entry(record: asyncpg.Record) -> PoolEntry:
+    return PoolEntry(
+        orchestration_id=record["orchestration_id"],
+        instance=record["instance"],
+        kind=Kind(record["kind"]),
+        action=record["action"],
+        summary=record["summary"],
+        at_unix=record["at"].timestamp(),
+        topic=record["topic"],
+        affects=tuple(record["affects"]),
+        blocks=tuple(record["blocks"]),
+        seq=record["seq"],
+    )
+
+
 def _columns(rows: Sequence[R], to_args: Callable[[R], tuple[Any, ...]]) -> list[list[Any]]:
     """Rows to parallel column arrays, the parameters of an ``unnest($1::t[], ...)`` insert."""
     return [list(column) for column in zip(*map(to_args, rows), strict=True)]
@@ -334,6 +367,27 @@ class PostgresStore:
         with database_errors("read latest orchestration"):
             value: str | None = await self._pool.fetchval(query("latest_orchestration_id"))
         return value
+
+    async def add_pool_entries(self, entries: Sequence[PoolEntry]) -> None:
+        if not entries:
+            return
+        with database_errors("write pool entries"):
+            await self._pool.execute(
+                load_queries(POOL_QUERIES_FILE)["add_pool_entries"],
+                *_columns(list(entries), _pool_args),
+            )
+
+    async def list_pool_entries(
+        self, orchestration_id: str, *, since: datetime | None = None, instance: str | None = None
+    ) -> list[PoolEntry]:
+        with database_errors("list pool entries"):
+            records = await self._pool.fetch(
+                load_queries(POOL_QUERIES_FILE)["list_pool_entries"],
+                orchestration_id,
+                since,
+                instance,
+            )
+        return [_pool_entry(r) for r in records]
 
     async def close(self) -> None:
         if self._owns_pool:

@@ -7,10 +7,12 @@ Two implementations honour it: :class:`coordinator.db.postgres.PostgresStore` an
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from coordinator.db.rows import CheckpointRow, InstanceRow, OrchestrationRow, ProgressRow
 from coordinator.errors import DatabaseError
+from coordinator.pool.entries import PoolEntry
 
 
 class DatabaseUnavailableError(DatabaseError):
@@ -87,5 +89,16 @@ class Store(Protocol):
         ...
 
     async def latest_orchestration_id(self) -> str | None: ...
+
+    async def add_pool_entries(self, entries: Sequence[PoolEntry]) -> None:
+        """Insert pool entries in one round trip, in order (coordinator/pool/); one already
+        stored (same orchestration, instance, time and seq) is left as it is."""
+        ...
+
+    async def list_pool_entries(
+        self, orchestration_id: str, *, since: datetime | None = None, instance: str | None = None
+    ) -> list[PoolEntry]:
+        """Ordered by time, then insertion; ``since``: at or after it."""
+        ...
 
     async def close(self) -> None: ...

@@ -52,6 +52,13 @@ class Hooks(Protocol):
     def on_status(self, state: InstanceState) -> None: ...
     def on_finished(self, state: InstanceState) -> None: ...
     async def before_turn(self, state: InstanceState, index: int) -> None: ...
+    def on_stream(self, state: InstanceState, event: Event) -> None:
+        """An assistant line, tool results or a result: what the pool reads."""
+        ...
+
+    def turn_text(self, state: InstanceState, index: int, text: str) -> str:
+        """The text of turn ``index`` as it is sent now (a shared pool adds its digest)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,14 +252,17 @@ class InstanceRun:
                         state.last_event = self._tail(state.output_tail, part)
             for tool in event.tool_uses:
                 state.last_event = f"tool: {tool.name}"
+            self.hooks.on_stream(state, event)
             self._progress(event)
         elif isinstance(event, Result):
+            self.hooks.on_stream(state, event)
             self._result(event)
         elif isinstance(event, ApiRetry):
             label = RETRY_LABELS.get(event.error, event.error.replace("_", " "))
             state.last_event = self._clip(f"{label}, retry {event.attempt}/{event.max_retries}")
             self.hooks.on_status(state)  # no tokens move during a retry storm
         elif isinstance(event, UserToolResults):
+            self.hooks.on_stream(state, event)
             denied = state.accountant.last_denial
             if denied is not None and any(r.is_error for r in event.results):
                 state.last_event = f"permission denied: {denied}"
@@ -319,7 +329,8 @@ class InstanceRun:
                 await self.hooks.before_turn(state, first + index)
                 if self._stop is not None:
                     return
-            if not await self.proc.write(user_turn_line(turn, state.plan.session_id)):
+            text = self.hooks.turn_text(state, first + index, turn)
+            if not await self.proc.write(user_turn_line(text, state.plan.session_id)):
                 return
             state.turns_sent = first + index + 1
 

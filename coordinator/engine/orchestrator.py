@@ -30,6 +30,7 @@ from coordinator.control.attempts import (
     next_launch,
     transient_cause,
 )
+from coordinator.db.store import Store
 from coordinator.engine.config_dir import create_config_dir, remove_config_dir
 from coordinator.engine.instance import InstanceRun, Limits
 from coordinator.engine.sink import NullSink, RunSink
@@ -37,7 +38,9 @@ from coordinator.engine.state import AttemptRecord, InstanceState, MilestoneHit,
 from coordinator.engine.sync import BARRIER_TROUBLE, SyncDriver
 from coordinator.limits import LimitGate, account_key, limit_of, limit_text
 from coordinator.plan import PlannedInstance, RunPlan
+from coordinator.pool.driver import PoolDriver
 from runner.accounting import Accountant
+from runner.events import Event
 from runner.guardian import Guardian
 from runner.process import become_subreaper, descendants_by_leader
 from runner.progress import MilestoneTracker, ProgressTracker
@@ -61,10 +64,12 @@ def child_env(
     inst: PlannedInstance,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The coordinator's environment, minus the nested-session guard, plus the config's."""
+    """The coordinator's environment, minus the nested-session guard, plus the instance's
+    identity (coordinator.pool.identity), plus the config's (which wins)."""
     env = {k: v for k, v in base.items() if k not in CHILD_ENV_REMOVE}
     for key, value in CHILD_ENV_DEFAULTS.items():
         env.setdefault(key, value)
+    env.update(inst.identity)
     if extra:
         env.update(extra)
     env.update(inst.env)
@@ -81,6 +86,7 @@ class RunOutcome:
     interrupted: bool
     notes: list[str] = field(default_factory=list)
     sync: dict[str, object] = field(default_factory=dict)
+    pool: dict[str, object] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -104,6 +110,7 @@ class Orchestrator:
         barrier_dsn: str | None = None,
         barrier_poll_s: float = 1.0,
         keep_config_dirs: Path | None = None,
+        pool_store: Store | None = None,
     ) -> None:
         self.plan = plan
         self.base_env = base_env
@@ -140,6 +147,7 @@ class Orchestrator:
             keep_config_dirs / plan.orchestration_id if keep_config_dirs is not None else None
         )
         self.sync: SyncDriver | None = None
+        self.pool = PoolDriver(plan, note=self._note, run_of=self.runs.get, store=pool_store)
         # between attempts: why each instance goes on, when, and what wakes its wait early
         self._next: dict[str, tuple[float, str]] = {}
         self._wakes: dict[str, asyncio.Event] = {}
@@ -167,6 +175,7 @@ class Orchestrator:
                 )
         try:
             await self.sink.open(self.plan, socket.gethostname(), self._note)
+            await self.pool.open()
             self.sync = await self._open_sync()
             self.started_mono = time.monotonic()
             self.started_unix = time.time()
@@ -183,6 +192,7 @@ class Orchestrator:
                 for task in helpers:
                     task.cancel()
         finally:
+            await self.pool.close()
             if self.sync is not None:
                 await self._close_sync(self.sync)
             if self._handle_signals:
@@ -202,6 +212,7 @@ class Orchestrator:
             interrupted=self.cancelled is not None,
             notes=self.notes,
             sync=self.sync.summary() if self.sync is not None else {},
+            pool=self.pool.summary(),
         )
 
     @property
@@ -291,6 +302,7 @@ class Orchestrator:
             return
         extra = self.instance_env(inst) if self.instance_env else None
         env = child_env(self.base_env, inst, extra)
+        env.update(self.pool.env_for(inst.name))  # block mode: where its hook asks
         self._accounts[inst.name] = account_key(env)  # the user's login, not a copy of it
         config_dir = None
         try:
@@ -517,7 +529,14 @@ class Orchestrator:
             self._budget_event(state, event)
         self.sink.instance_changed(state)
 
+    def on_stream(self, state: InstanceState, event: Event) -> None:
+        self.pool.feed(state, event)
+
+    def turn_text(self, state: InstanceState, index: int, text: str) -> str:
+        return self.pool.turn_text(state.name, text)
+
     def on_progress(self, state: InstanceState, crossed: list[int]) -> None:
+        self.pool.milestone(state, crossed)
         for hit in state.milestone_hits[-len(crossed) :] if crossed else ():
             self.sink.milestone(state, hit, f"{hit.pct}%")
         self.sink.instance_changed(state)

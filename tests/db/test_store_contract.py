@@ -13,6 +13,7 @@ from coordinator.db.store import (
     Store,
 )
 from coordinator.errors import DatabaseError
+from coordinator.pool.entries import Kind, PoolEntry
 
 SESSION = "0b9e7f38-2a55-4c3f-9a55-0d7c55e1e7a1"
 
@@ -297,3 +298,43 @@ async def test_attempts_and_carry_round_trip(store: Store) -> None:
     await store.upsert_instances([instance("a", attempts=2, carry=carry)])
     (row,) = await store.list_instances("orch-1")
     assert row.attempts == 2 and row.carry == carry
+
+
+async def test_pool_entries_round_trip_filter_and_order(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    await store.create_orchestration(orchestration("orch-2"))
+    base = 1_800_000_000.0
+    entries = [
+        PoolEntry(
+            "orch-1", "a", Kind.FILE, "wrote", "src/app.py", base + 10, affects=("src/app.py",)
+        ),
+        PoolEntry("orch-1", "b", Kind.TEST, "failed", "pytest (1 failed)", base + 5, seq=3),
+        PoolEntry(
+            "orch-1",
+            "a",
+            Kind.DECLARED,
+            "blocked",
+            "needs the API",
+            base + 20,
+            topic="blog",
+            affects=("a.py", "b.py"),
+            blocks=("b",),
+        ),
+        PoolEntry("orch-2", "a", Kind.COMMAND, "ran", "ls", base),
+    ]
+    await store.add_pool_entries(entries)
+    await store.add_pool_entries([])
+    await store.add_pool_entries(entries[:2])  # a flush done again: stored once
+    got = await store.list_pool_entries("orch-1")
+    assert [(e.instance, e.kind, e.at_unix) for e in got] == [
+        ("b", Kind.TEST, base + 5),
+        ("a", Kind.FILE, base + 10),
+        ("a", Kind.DECLARED, base + 20),
+    ]
+    assert got[1] == entries[0] and got[2] == entries[2] and got[0] == entries[1]
+    since = await store.list_pool_entries("orch-1", since=datetime.fromtimestamp(base + 10, UTC))
+    assert [e.at_unix for e in since] == [base + 10, base + 20]
+    only_b = await store.list_pool_entries("orch-1", instance="b")
+    assert [e.summary for e in only_b] == ["pytest (1 failed)"]
+    with pytest.raises(DatabaseError):
+        await store.add_pool_entries([PoolEntry("nope", "a", Kind.COMMAND, "ran", "ls", base)])

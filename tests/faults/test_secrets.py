@@ -28,6 +28,7 @@ DUMPS = (
     "SELECT row_to_json(t)::text AS j FROM orchestrations t",
     "SELECT row_to_json(t)::text AS j FROM instances t",
     "SELECT row_to_json(t)::text AS j FROM scenario_orchestration_checkpoints t",
+    "SELECT row_to_json(t)::text AS j FROM pool_entries t",
 )
 
 
