@@ -24,6 +24,7 @@ from coordinator.config.models import (
     SyncMode,
 )
 from coordinator.errors import ConfigError
+from coordinator.measure.spec import MeasureSpec, measure_spec
 from coordinator.schedule import stagger_offsets
 from coordinator.sessions import session_uuid
 from runner.argv import LaunchSpec, build_argv, prompt_fits_argv
@@ -91,6 +92,7 @@ class PlannedInstance:
     max_attempts: int = 1
     permission_given: bool = True  # False: nobody asked for one, the default applies
     json_requested: bool = False  # output_format "json" asked for (it runs as stream-json)
+    measure: MeasureSpec = field(default_factory=MeasureSpec)  # verify, memory, time budget
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
@@ -175,6 +177,7 @@ def build_plan(
             config,
             claude_bin,
             budget,
+            base,
         )
         for i, inst in enumerate(config.instances)
     )
@@ -213,6 +216,7 @@ def _plan_instance(
     config: Config,
     claude_bin: str,
     budget: BudgetConfig,
+    base: Path,
 ) -> PlannedInstance:
     inst_ws = workspace if inst.workspace is None else (workspace / inst.workspace).resolve()
     session_id = session_uuid(orchestration_id, name, inst.session_id, inst_ws)
@@ -271,6 +275,7 @@ def _plan_instance(
         permission_given=options.permission_mode is not None or inst.permission_mode is not None,
         json_requested=options.output_format == "json"
         or (options.output_format is None and inst.output_format == "json"),
+        measure=measure_spec(index, inst, config.orchestration, base),
     )
 
 

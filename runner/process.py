@@ -109,6 +109,21 @@ def descendants_by_leader(leaders: set[int]) -> dict[int, set[ProcIdentity]]:
     return out
 
 
+def tree_rss(leader: int, descendants: Collection[ProcIdentity]) -> int | None:
+    """Resident memory (bytes) of a leader and its live descendants, summed (pages shared
+    between them count for each); None when the leader is gone."""
+    try:
+        total = int(psutil.Process(leader).memory_info().rss)
+    except psutil.Error:
+        return None
+    for ident in descendants:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(ident.pid)
+            if proc.create_time() == ident.create_time:
+                total += int(proc.memory_info().rss)
+    return total
+
+
 def marked_processes(marks: Collection[str], exclude: Collection[int] = ()) -> list[psutil.Process]:
     """Every live process whose environment carries one of ``marks`` (one pass over
     /proc; processes we may not read are not ours)."""

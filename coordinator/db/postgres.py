@@ -203,6 +203,7 @@ def _instance_args(row: InstanceRow) -> tuple[Any, ...]:
         row.wait_s,
         row.attempts,
         row.carry,
+        row.measures,
     )
 
 
