@@ -143,8 +143,10 @@ class MeasureDriver:
             ran_after=ran_after,
             quality_metrics=spec.quality_metrics,
         )
-        # metric names come from the command's output: masked like any of its text
+        # metric names come from the command's output: masked like any of its text (and a
+        # config env value in its argv, as dry-run shows it)
         quality["metrics"] = {redact(k): v for k, v in quality["metrics"].items()}
+        quality["verify"]["argv"] = [redact(arg) for arg in verify.argv]
         state.measure.quality = quality
         state.last_event = redact.keep(_summary(quality, run.error, run.cancelled), 200)
         self._note(f"{state.name}: {state.last_event}")
@@ -203,8 +205,10 @@ def _summary(quality: dict[str, object], error: str | None, cancelled: bool) -> 
     text = f"quality {score:.2f}" if isinstance(score, float) else "quality unknown"
     junit = verify.get("junit")
     if isinstance(junit, dict):
-        passed = junit["tests"] - junit["failures"] - junit["errors"] - junit["skipped"]
-        text += f" (junit {passed}/{junit['tests']} passed)"
+        ran = junit["tests"] - junit["skipped"]
+        passed = ran - junit["failures"] - junit["errors"]
+        skipped = f", {junit['skipped']} skipped" if junit["skipped"] else ""
+        text += f" (junit {passed}/{ran} passed{skipped})"
     elif verify.get("timed_out"):
         text += " (verify timed out)"
     else:
