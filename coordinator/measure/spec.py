@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,4 +66,5 @@ def resolve_executable(program: str, base: Path) -> str:
     the config file; a bare name (``python3``) is looked up on PATH when it runs."""
     if "/" not in program or Path(program).is_absolute():
         return program
-    return str((base / program).resolve())
+    # normalised, not resolved: a venv's python is a symlink whose target has no venv
+    return os.path.abspath(base / program)

@@ -8,17 +8,23 @@ from __future__ import annotations
 import shlex
 import sys
 import xml.etree.ElementTree as ET
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from coordinator.config.loader import load_config
+from coordinator.config.models import SyncMode
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator
 from coordinator.engine.state import Status
+from coordinator.offline.launch import start_offline_server
 from coordinator.offline.server import ModelServer
+from coordinator.plan import RunOptions, build_plan
 from coordinator.results import build_results
 from tests.e2e.harness import base_env, offline_env, offline_plan
+from tests.engine.helpers import ROOT
 
 pytestmark = pytest.mark.claude
 
@@ -194,3 +200,54 @@ async def test_quality_is_the_pass_ratio_of_the_junit_file_the_instance_tests_wr
         assert series[-1][4] == 100.0
         assert [p[0] for p in series] == sorted(p[0] for p in series)
         assert measures["memory"]["peak_mb"] is None or measures["memory"]["peak_mb"] > 10
+
+
+async def test_the_offline_demo_tiers_really_differ(tmp_path: Path) -> None:
+    """configs/demo.json offline: simple passes every test, medium leaves two failing (and
+    misses its expectation), complex fails one at first, fixes it, and ends with every test
+    passing, at the price of more tool calls and tokens."""
+
+    demo = ROOT / "configs" / "demo.json"
+    plan = build_plan(
+        load_config(demo),
+        RunOptions(
+            orchestration_id="demo", workspace=tmp_path, startup_delay=0, sync_mode=SyncMode.FREE
+        ),
+        claude_bin=str(ROOT / "node_modules" / ".bin" / "claude"),
+        config_path=demo,
+        cwd=tmp_path,
+        now=datetime.now(UTC),
+    )
+    for inst in plan.instances:
+        inst.workspace.mkdir(parents=True)
+    async with start_offline_server(plan, None) as env:
+        orch = Orchestrator(
+            plan,
+            base_env={**base_env(), "HOME": str(tmp_path)},
+            limits=Limits(timeout=240),
+            instance_env=lambda inst: {
+                **env,
+                "ANTHROPIC_CUSTOM_HEADERS": f"X-Coordinator-Instance: {inst.name}",
+            },
+        )
+        outcome = await orch.run()
+    got = {}
+    for state in outcome.states:
+        assert state.status is Status.COMPLETED, (state.name, state.error)
+        ratio, _counts = junit_ratio(state.plan.workspace / "verify.xml")
+        measures = state.measures()
+        assert measures["quality"]["score"] == pytest.approx(ratio, abs=1e-6)
+        got[state.name] = (measures, state.accountant.usage.total)
+    simple, medium, complex_ = (got[n][0] for n in ("simple", "medium", "complex"))
+    assert simple["quality"]["score"] == 1.0 and simple["quality"]["met"] is True
+    assert medium["quality"]["score"] == pytest.approx(7 / 9, abs=1e-6)
+    assert medium["quality"]["met"] is False  # expected 0.85
+    assert complex_["quality"]["score"] == 1.0 and complex_["quality"]["met"] is True
+    # complex's first test run failed (a Bash error), the fix is a later Write, a second run
+    assert complex_["tools"]["Bash"] == {**complex_["tools"]["Bash"], "calls": 2, "errors": 1}
+    assert simple["tools"]["Bash"]["errors"] == 0
+    tokens = [got[n][1] for n in ("simple", "medium", "complex")]
+    assert tokens == sorted(tokens) and tokens[0] < tokens[2]
+    calls = [sum(t["calls"] for t in got[n][0]["tools"].values()) for n in got]
+    assert calls == sorted(calls)
+    assert [got[n][0]["memory"]["limit_mb"] for n in got] == [256, 512, 1024]
