@@ -132,3 +132,24 @@ def test_dry_run_shows_the_verify_argv(tmp_path: Path) -> None:
     assert code == 0, err
     assert f"verify     $ {sys.executable} -m pytest -q --junitxml=verify.xml" in out
     assert "(timeout 30s, junit verify.xml)" in out
+
+
+def test_a_verify_outlives_no_sigkilled_coordinator(tmp_path: Path) -> None:
+    """The guardian tracks the verify's group like an instance's: kill -9 of the
+    coordinator while verify runs leaves nothing of it."""
+    import os
+
+    token = "verify-" + secrets.token_hex(6)
+    run = start_run(
+        tmp_path,
+        {"a": [{"lines": answer("m1", 10, 5)}]},
+        orchestration={"verify": {"argv": hanging_verify(token), "timeout_s": 300}},
+    )
+    try:
+        wait_for(lambda: len(alive_cmdlines(token)) == 2, 60, "the verify and its child")
+        os.kill(run.proc.pid, signal.SIGKILL)
+        run.proc.wait(10)
+        wait_for(lambda: alive_cmdlines(token) == [], 20, "the guardian to reap the verify")
+    finally:
+        if run.proc.poll() is None:
+            run.proc.kill()
