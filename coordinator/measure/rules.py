@@ -23,13 +23,11 @@ def memory_decision(
 ) -> Decision:
     """An instance's tree over its memory limit: warned once (``warn`` mode) or stopped
     (``block``, the orchestration's budget mode). ``already``: it crossed before."""
-    if limit_mb is None or rss_mb <= limit_mb:
-        return Decision(Action.NONE)
+    if limit_mb is None or rss_mb <= limit_mb or already:
+        return Decision(Action.NONE)  # (blocked at its first crossing: it is stopping)
     figures = f"memory {rss_mb:,.0f} MB over the limit of {limit_mb:,.0f} MB (memory_limit_mb)"
     if block:
         return Decision(Action.STOP, f"blocked: {figures}")
-    if already:
-        return Decision(Action.NONE)
     return Decision(Action.WARN, figures)
 
 

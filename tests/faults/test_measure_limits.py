@@ -89,6 +89,7 @@ async def test_a_tool_over_the_memory_limit_blocks_its_instance_with_the_figures
     assert shown_mb > LIMIT_MB  # the figure in the reason is the sample that crossed
     assert memory["exceeded_at_s"] is not None and memory["exceeded_at_s"] < 60
     assert any(p[3] > LIMIT_MB for p in hog_state.measures()["series"])
+    assert sum("hog: blocked: memory" in note for note in outcome.notes) == 1  # said once
     # the other instance stayed under the same limit and completed
     assert calm.status is Status.COMPLETED, (calm.reason, calm.error)
     calm_memory = calm.measures()["memory"]

@@ -162,8 +162,9 @@ def test_memory_decision() -> None:
     warn = memory_decision(301.4, 256, block=False, already=False)
     assert warn.action is Action.WARN and "301 MB" in warn.text and "256 MB" in warn.text
     assert memory_decision(400, 256, block=False, already=True).action is Action.NONE
-    stop = memory_decision(1101, 700, block=True, already=True)
+    stop = memory_decision(1101, 700, block=True, already=False)
     assert stop.action is Action.STOP
+    assert memory_decision(1200, 700, block=True, already=True).action is Action.NONE
     assert stop.text == "blocked: memory 1,101 MB over the limit of 700 MB (memory_limit_mb)"
 
 
