@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from coordinator.config.models import (
     BudgetConfig,
     BudgetMode,
@@ -249,6 +251,11 @@ def _plan_instance(
         max_turns=inst.max_turns,
         append_system_prompt=system_prompt,
         max_budget_usd=cost_cap,
+        extra_args=(
+            ("--json-schema", orjson.dumps(inst.json_schema).decode())
+            if inst.json_schema is not None
+            else ()
+        ),
     )
     return PlannedInstance(
         index=index,

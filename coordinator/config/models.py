@@ -17,7 +17,7 @@ import unicodedata
 import uuid
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
@@ -250,6 +250,9 @@ class InstanceConfig(_Strict):
     scenario: ScenarioConfig | None = None
     max_attempts: PositiveInt | None = None
     verify: VerifyConfig | None = None  # None: orchestration.verify
+    # passed to claude as --json-schema: its result's structured_output is then the
+    # instance's self-reported quality (when it has no verify command)
+    json_schema: dict[str, Any] | None = None
     memory_limit_mb: PositiveFloat | None = None  # None: orchestration.memory_limit_mb
 
     @model_validator(mode="before")

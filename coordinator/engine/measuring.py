@@ -15,7 +15,12 @@ from pathlib import Path
 import structlog
 
 from coordinator.engine.state import InstanceState, Status
-from coordinator.measure.quality import JUNIT_MAX_BYTES, VerifyOutcome, quality_of
+from coordinator.measure.quality import (
+    JUNIT_MAX_BYTES,
+    VerifyOutcome,
+    quality_of,
+    structured_quality,
+)
 from coordinator.measure.rules import Action, memory_decision, time_decision
 from coordinator.redact import Redactor
 from runner.verify import run_command
@@ -108,7 +113,11 @@ class MeasureDriver:
         not) and record its quality. Never raises for what the command does."""
         spec = state.measure.spec
         verify = spec.verify
-        if verify is None or state.attempts == 0 or cancel.is_set():
+        if state.attempts == 0 or cancel.is_set():
+            return
+        if verify is None:
+            if spec.structured_output:
+                self._structured(state)
             return
         ran_after = state.status.value
         workspace = state.plan.workspace
@@ -159,6 +168,26 @@ class MeasureDriver:
             score=quality["score"],
             stderr=redact.keep(run.stderr_tail[-400:].decode(errors="replace"), 400),
         )
+        self._changed(state)
+
+    def _structured(self, state: InstanceState) -> None:
+        """No verify command, but claude ran with --json-schema: its structured output is
+        the instance's self-reported quality."""
+        spec = state.measure.spec
+        last = state.accountant.last_result
+        output = last.structured_output if last is not None else None
+        redact = Redactor.for_env({}, state.plan.env)
+        quality = structured_quality(
+            output,
+            expected=spec.expected_quality,
+            ran_after=state.status.value,
+            quality_metrics=spec.quality_metrics,
+        )
+        quality["metrics"] = {redact(k): v for k, v in quality["metrics"].items()}
+        state.measure.quality = quality
+        score = quality["score"]
+        shown = f"{score:.2f}" if isinstance(score, float) else "unknown"
+        self._note(f"{state.name}: quality {shown} (structured output)")
         self._changed(state)
 
 

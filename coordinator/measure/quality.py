@@ -185,6 +185,38 @@ def quality_of(
     }
 
 
+def structured_quality(
+    output: Any, *, expected: float | None, ran_after: str, quality_metrics: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Quality from claude's own ``result.structured_output`` (an instance run with
+    ``--json-schema`` and no verify command): its numbers, scored like last-line metrics."""
+    metrics = (
+        {
+            str(k): float(v)
+            for k, v in output.items()
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        }
+        if isinstance(output, dict)
+        else {}
+    )
+    score = _metrics_score(metrics, quality_metrics)
+    return {
+        "score": score,
+        "expected": expected,
+        "met": met(score, expected),
+        "source": "structured_output",
+        "metrics": metrics,
+        "ran_after": ran_after,
+        "verify": {
+            "argv": [],
+            "exit_code": None,
+            "duration_s": 0.0,
+            "timed_out": False,
+            "junit": None,
+        },
+    }
+
+
 def _metrics_score(metrics: dict[str, float], named: tuple[str, ...]) -> float | None:
     """Its ``quality`` member, else the mean of the scenario's ``quality_metrics`` when the
     line carries every one of them."""

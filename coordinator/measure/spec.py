@@ -26,6 +26,7 @@ class MeasureSpec:
     enforce_time_budget: bool = False
     expected_quality: float | None = None
     quality_metrics: tuple[str, ...] = ()
+    structured_output: bool = False  # claude runs with --json-schema
 
 
 def measure_spec(
@@ -58,6 +59,7 @@ def measure_spec(
         # a word ("high") is carried in the scenario block but cannot be compared with
         expected_quality=float(expected) if isinstance(expected, int | float) else None,
         quality_metrics=tuple(scenario.quality_metrics) if scenario is not None else (),
+        structured_output=inst.json_schema is not None,
     )
 
 

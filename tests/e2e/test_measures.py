@@ -5,6 +5,7 @@ file this test parses itself."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import xml.etree.ElementTree as ET
@@ -251,3 +252,58 @@ async def test_the_offline_demo_tiers_really_differ(tmp_path: Path) -> None:
     calls = [sum(t["calls"] for t in got[n][0]["tools"].values()) for n in got]
     assert calls == sorted(calls)
     assert [got[n][0]["memory"]["limit_mb"] for n in got] == [256, 512, 1024]
+
+
+async def test_structured_output_is_the_quality_of_an_instance_without_verify(
+    tmp_path: Path,
+) -> None:
+    """Verified on the pinned CLI: with --json-schema the model answers by calling the tool
+    StructuredOutput, and the result carries that input as structured_output."""
+    schema = {
+        "type": "object",
+        "properties": {"accuracy": {"type": "number"}, "recall": {"type": "number"}},
+        "required": ["accuracy", "recall"],
+    }
+    answer = {"accuracy": 0.9, "recall": 0.6, "note": "self-assessed"}
+    script = {
+        "conversations": {
+            "self": {
+                "responses": [
+                    response(0, "scoring", {"name": "StructuredOutput", "input": answer}),
+                    response(1, "done"),
+                ]
+            }
+        }
+    }
+    config = {
+        "instances": [
+            {
+                "name": "self",
+                "command": "rate your work",
+                "workspace": "self",
+                "json_schema": schema,
+                "scenario": {"expected_quality": 0.7, "quality_metrics": ["accuracy", "recall"]},
+            }
+        ]
+    }
+    plan = offline_plan(tmp_path, config, "structured")
+    (inst,) = plan.instances
+    flag = inst.argv.index("--json-schema")
+    assert json.loads(inst.argv[flag + 1]) == schema
+    async with ModelServer(script) as server:
+        orch = Orchestrator(
+            plan,
+            base_env=base_env(),
+            limits=Limits(timeout=120),
+            instance_env=offline_env(server, tmp_path / "home"),
+        )
+        outcome = await orch.run()
+    (state,) = outcome.states
+    assert state.status is Status.COMPLETED, (state.error, list(state.stderr_tail))
+    assert state.accountant.last_result is not None
+    assert state.accountant.last_result.structured_output == answer
+    quality = state.measures()["quality"]
+    assert quality["source"] == "structured_output"
+    assert quality["metrics"] == {"accuracy": 0.9, "recall": 0.6}
+    assert quality["score"] == pytest.approx(0.75) and quality["met"] is True
+    assert quality["verify"]["argv"] == [] and quality["verify"]["exit_code"] is None

@@ -20,6 +20,7 @@ from coordinator.measure.quality import (
     last_line_metrics,
     parse_junit,
     quality_of,
+    structured_quality,
 )
 from coordinator.measure.rules import Action, memory_decision, time_decision
 from coordinator.measure.series import SERIES_POINTS, Series, downsample
@@ -265,3 +266,15 @@ def test_bad_verify_block_is_one_config_error(verify: dict[str, Any], field: str
 def test_bad_memory_limit_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"memory_limit_mb"):
         parse_config({"instances": [{"command": "a", "memory_limit_mb": -1}]}, source="c.json")
+
+
+def test_structured_output_quality() -> None:
+    q = structured_quality({"quality": 0.4, "x": True}, expected=0.5, ran_after="completed")
+    assert (q["source"], q["score"], q["met"], q["metrics"]) == (
+        "structured_output",
+        0.4,
+        False,
+        {"quality": 0.4},
+    )
+    q = structured_quality("not an object", expected=0.5, ran_after="failed")
+    assert q["score"] is None and q["met"] is None and q["metrics"] == {}
