@@ -313,6 +313,8 @@ class Orchestrator:
                     env["CLAUDE_CONFIG_DIR"] = str(config_dir)
                 await self._attempt(state, env, launch)
                 launch = await self._between_attempts(state)
+            if state.name not in self.runs:
+                return  # not launched by this process: nothing new to verify
             await self.measuring.verify(
                 state,
                 env,

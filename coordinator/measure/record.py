@@ -24,6 +24,9 @@ class InstanceMeasures:
     memory_exceeded_at_s: float | None = None
     time_exceeded_at_s: float | None = None
     quality: dict[str, Any] | None = None
+    # what an earlier coordinator process measured of an instance `coordinator resume` does
+    # not launch again: kept as it was (an instance launched again is measured afresh)
+    stored: dict[str, Any] | None = None
 
     def sample_memory(self, rss_bytes: int) -> float:
         mb = rss_bytes / MB
@@ -38,6 +41,8 @@ class InstanceMeasures:
     def as_dict(
         self, message_tokens: Callable[[str], int], denials: Mapping[str, int]
     ) -> dict[str, Any]:
+        if self.stored is not None and self.series.empty:  # not measured in this process
+            return dict(self.stored)
         spec = self.spec
         return {
             "quality": self.quality,

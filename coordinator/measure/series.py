@@ -41,6 +41,10 @@ class Series:
                 self._stride *= 2
         self._offered += 1
 
+    @property
+    def empty(self) -> bool:
+        return self._latest is None
+
     def points(self) -> list[Point]:
         kept = self._points
         if self._latest is not None and (not kept or kept[-1] is not self._latest):

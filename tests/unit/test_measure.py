@@ -5,6 +5,7 @@ config and plan that feed them."""
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from typing import Any
 import pytest
 
 from coordinator.config import parse_config
+from coordinator.control.resume import seed_state
+from coordinator.db.rows import InstanceRow
+from coordinator.engine.state import InstanceState
 from coordinator.errors import ConfigError
 from coordinator.measure.quality import (
     JunitCounts,
@@ -26,7 +30,9 @@ from coordinator.measure.rules import Action, memory_decision, time_decision
 from coordinator.measure.series import SERIES_POINTS, Series, downsample
 from coordinator.measure.tools import ToolLedger
 from coordinator.plan import RunOptions, build_plan
+from runner.accounting import Accountant
 from runner.events import Assistant, ToolResult, ToolUse, UserToolResults
+from runner.progress import MilestoneTracker, ProgressTracker
 
 PYTEST_XML = b"""<?xml version="1.0" encoding="utf-8"?>
 <testsuites name="pytest tests"><testsuite name="pytest" errors="1" failures="2" skipped="1"
@@ -278,3 +284,27 @@ def test_structured_output_quality() -> None:
     )
     q = structured_quality("not an object", expected=0.5, ran_after="failed")
     assert q["score"] is None and q["met"] is None and q["metrics"] == {}
+
+
+def test_resume_keeps_the_measures_of_an_instance_it_does_not_launch_again() -> None:
+    stored = {"quality": {"score": 0.5}, "series": [[0.0, 0, 0.0, 0.0, 0.0]], "tools": {}}
+    row = InstanceRow("o", "a", "completed", measures=stored)
+
+    def state() -> InstanceState:
+        return InstanceState(
+            plan=None,  # type: ignore[arg-type]  # not read here
+            accountant=Accountant(),
+            progress=ProgressTracker(total_steps=1),
+            milestones=MilestoneTracker((30,)),
+            output_tail=deque(),
+            stderr_tail=deque(),
+        )
+
+    kept = state()
+    seed_state(kept, row, relaunch=False)
+    assert kept.measures() == stored
+    again = state()
+    seed_state(again, row, relaunch=True)  # launched again: measured afresh
+    assert again.measures()["quality"] is None and again.measures()["series"] == []
+    kept.measure.point(1.0, 10, 0.1, 50.0)  # (a process measured it after all)
+    assert kept.measures()["series"] == [[1.0, 10, 0.1, 0.0, 50.0]]
