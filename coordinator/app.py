@@ -38,7 +38,7 @@ from coordinator.engine.sink import NullSink, RunSink
 from coordinator.errors import ClaudeNotFoundError, CoordinatorError, DatabaseError, PreflightError
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
 from coordinator.pool import worktrees
-from coordinator.preflight import writable_dir, writable_file
+from coordinator.preflight import verify_executables, writable_dir, writable_file
 from coordinator.report.section import end_of_run_table
 from coordinator.results import build_results, default_output_path, write_results
 from coordinator.schedule import format_countdown
@@ -143,6 +143,7 @@ def preflight(
     if missing:
         inst = missing[0]
         raise PreflightError(f"instance {inst.name}: workspace {inst.workspace} does not exist")
+    verify_executables(plan, environ)
     refusal = bypass_refusal(plan, os.geteuid(), dict(environ))
     if refusal:
         raise PreflightError(refusal)

@@ -83,6 +83,27 @@ def _instance(inst: PlannedInstance, plan: RunPlan, secrets: list[str]) -> dict[
         "cost_budget_usd": inst.cost_budget_usd,
         "command_budget": plan.budget.command_budgets.get(inst.slash_command or "", None),
         "scenario": inst.scenario.model_dump() if inst.scenario else None,
+        "verify": _verify(inst, secrets),
+        "memory_limit_mb": inst.measure.memory_limit_mb,
+        "time_budget": {
+            "seconds": inst.measure.time_budget_s,
+            "enforced": inst.measure.enforce_time_budget,
+        },
+    }
+
+
+def _verify(inst: PlannedInstance, secrets: list[str]) -> dict[str, Any] | None:
+    verify = inst.measure.verify
+    if verify is None:
+        return None
+    argv = [mask_text(a, secrets) for a in verify.argv]
+    return {
+        "argv": argv,
+        "command_line": shlex.join(argv),
+        "timeout_s": verify.timeout_s,
+        "junit": verify.junit,
+        "env": mask_all(verify.env),
+        "from": verify.field,
     }
 
 
@@ -143,6 +164,7 @@ def render_text(plan: RunPlan, environ: dict[str, str] | None = None) -> str:
                 "    env        " + " ".join(f"{k}={shlex.quote(v)}" for k, v in row["env"].items())
             )
         lines.append(f"    $ {row['command_line']}")
+        lines.extend(_measure_lines(row))
         for n, turn in enumerate(row["stdin_turns"], 1):
             if row["prompt_on_stdin_because_too_long"]:
                 size = len(turn.encode(errors="replace"))
@@ -153,6 +175,27 @@ def render_text(plan: RunPlan, environ: dict[str, str] | None = None) -> str:
             else:
                 lines.append(f"      turn {n} (stdin): {turn}")
     return "\n".join(lines)
+
+
+def _measure_lines(row: dict[str, Any]) -> list[str]:
+    out = []
+    verify = row["verify"]
+    if verify is not None:
+        junit = f", junit {verify['junit']}" if verify["junit"] else ""
+        out.append(
+            f"    verify     $ {verify['command_line']} (timeout {verify['timeout_s']:g}s{junit})"
+        )
+    parts = []
+    if row["memory_limit_mb"] is not None:
+        parts.append(f"memory limit {row['memory_limit_mb']:g} MB")
+    budget = row["time_budget"]
+    if budget["seconds"] is not None:
+        parts.append(
+            f"time budget {budget['seconds']:g}s" + (" (enforced)" if budget["enforced"] else "")
+        )
+    if parts:
+        out.append("    measure    " + "; ".join(parts))
+    return out
 
 
 def _session_note(inst: PlannedInstance) -> str:

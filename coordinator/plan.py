@@ -12,6 +12,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import orjson
+
 from coordinator.config.models import (
     BudgetConfig,
     BudgetMode,
@@ -24,6 +26,7 @@ from coordinator.config.models import (
     SyncMode,
 )
 from coordinator.errors import ConfigError
+from coordinator.measure.spec import MeasureSpec, measure_spec
 from coordinator.pool.hook import settings_for
 from coordinator.pool.identity import identity_env
 from coordinator.schedule import stagger_offsets
@@ -103,6 +106,7 @@ class PlannedInstance:
     # workspace above then being inside it
     worktree: WorktreeSpec | None = None
     shares_pool: bool = False  # orchestration.pool.share: every turn goes on stdin
+    measure: MeasureSpec = field(default_factory=MeasureSpec)  # verify, memory, time budget
 
     @property
     def prompt_too_long_for_argv(self) -> bool:
@@ -187,6 +191,7 @@ def build_plan(
             config,
             claude_bin,
             budget,
+            base,
         )
         for i, inst in enumerate(config.instances)
     )
@@ -225,6 +230,7 @@ def _plan_instance(
     config: Config,
     claude_bin: str,
     budget: BudgetConfig,
+    base: Path,
 ) -> PlannedInstance:
     inst_ws = workspace if inst.workspace is None else (workspace / inst.workspace).resolve()
     session_id = session_uuid(orchestration_id, name, inst.session_id, inst_ws)
@@ -261,9 +267,16 @@ def _plan_instance(
         max_budget_usd=cost_cap,
         # pool.conflicts block: a PreToolUse hook asks the coordinator before each write
         extra_args=(
-            ("--settings", settings_for(name))
-            if config.orchestration.pool.conflicts == "block"
-            else ()
+            *(
+                ("--settings", settings_for(name))
+                if config.orchestration.pool.conflicts == "block"
+                else ()
+            ),
+            *(
+                ("--json-schema", orjson.dumps(inst.json_schema).decode())
+                if inst.json_schema is not None
+                else ()
+            ),
         ),
     )
     return PlannedInstance(
@@ -293,6 +306,7 @@ def _plan_instance(
         or (options.output_format is None and inst.output_format == "json"),
         identity=identity_env(name, inst.scenario, orchestration_id, inst_ws),
         shares_pool=shares,
+        measure=measure_spec(index, inst, config.orchestration, base),
     )
 
 

@@ -10,10 +10,13 @@ OS's reason.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-from coordinator.errors import PreflightError
+from coordinator.errors import ConfigError, PreflightError
+from coordinator.plan import RunPlan
 
 _PROBE_PREFIX = ".coordinator-preflight-"
 
@@ -35,6 +38,30 @@ def writable_file(path: Path, what: str, *, hint: str = "") -> None:
         raise PreflightError(f"{what} {path} is a directory, not a file{hint}")
     _make(path.parent, f"{what} {path}", hint)
     _probe(path.parent, f"{what} {path}", hint)
+
+
+def verify_executables(plan: RunPlan, environ: Mapping[str, str]) -> None:
+    """Every instance's verify command can be started: its executable exists and may be
+    executed (a bare name is looked up on the PATH it will run with). One ConfigError line
+    naming the field otherwise, found before launching (dry-run included)."""
+    for inst in plan.instances:
+        verify = inst.measure.verify
+        if verify is None:
+            continue
+        program = verify.argv[0]
+        env = {**environ, **inst.env, **verify.env}
+        if "/" in program:
+            found = program if os.path.isfile(program) and os.access(program, os.X_OK) else None
+        else:
+            found = shutil.which(program, path=env.get("PATH", os.defpath))
+        if found is None:
+            where = "" if "/" in program else " on PATH"
+            raise ConfigError(
+                plan.config_source,
+                f"{verify.field}.argv[0]",
+                program,
+                f"verify executable not found{where} (or not executable)",
+            )
 
 
 def _make(directory: Path, label: str, hint: str) -> None:

@@ -71,6 +71,7 @@ def instance_result(state: InstanceState) -> dict[str, Any]:
         "claude_code_version": state.init_version,
         "rate_limit": rate_limit_result(state.rate_limit),
         "scenario": plan.scenario.model_dump() if plan.scenario else None,
+        "measures": state.measures(),
     }
 
 

@@ -267,6 +267,13 @@ class Accountant:
     def messages(self) -> int:
         return self._messages_base + len(self._messages)
 
+    def message_tokens(self, message_id: str) -> int:
+        """The tokens of one API response as streamed (all four kinds; 0 if unknown)."""
+        m = self._messages.get(message_id)
+        if m is None:
+            return 0
+        return m.input_tokens + m.output_tokens + m.cache_read_tokens + m.cache_creation_tokens
+
     @property
     def tool_call_count(self) -> int:
         return sum(self.tool_calls.values())

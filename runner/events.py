@@ -163,6 +163,7 @@ class Result:
     text: str | None
     api_error: str | None = None  # e.g. "usage_limit_reached" (an account usage limit)
     terminal_reason: str | None = None
+    structured_output: Any = None  # with --json-schema: the object the model returned
 
 
 @dataclass(slots=True, frozen=True)
@@ -387,6 +388,7 @@ def _result(obj: dict[str, Any]) -> Result:
         text=text[:_TEXT_PREVIEW] if isinstance(text, str) else None,
         api_error=_str(obj.get("api_error")),
         terminal_reason=_str(obj.get("terminal_reason")),
+        structured_output=obj.get("structured_output"),
     )
 
 

@@ -17,7 +17,7 @@ import unicodedata
 import uuid
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
@@ -77,13 +77,52 @@ class _Strict(BaseModel):
 
 
 class ScenarioConfig(_Strict):
-    """The simple/medium/complex pattern: metadata carried into results and the offline demo."""
+    """The simple/medium/complex pattern: carried into results and the offline demo; its time
+    budget and expected quality are measured (coordinator/measure/)."""
 
     difficulty: str = "simple"
     complexity_multiplier: PositiveFloat = 1.0
     input_size: Int | str | None = None
     time_budget_seconds: PositiveSeconds | None = None
     expected_quality: Float | str | None = None
+    # the names of the verify metrics that matter (kept in the results with the score)
+    quality_metrics: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    # crossing time_budget_seconds stops the instance like a timeout (None: orchestration's)
+    enforce_time_budget: Flag | None = None
+
+
+VERIFY_TIMEOUT_MAX_S = 24 * 3600.0
+
+
+class VerifyConfig(_Strict):
+    """A command run in the instance's workspace after it ends, whose outcome is the
+    instance's quality: the pass ratio of a JUnit XML file, else the metrics of a JSON object
+    on its last stdout line, else its exit status. An argv list, never a shell."""
+
+    argv: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    timeout_s: Annotated[float, Strict(), Field(gt=0, le=VERIFY_TIMEOUT_MAX_S)] = 120.0
+    junit: Annotated[str, Field(min_length=1)] | None = None  # relative to the workspace
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("argv")
+    @classmethod
+    def _argv(cls, value: list[str]) -> list[str]:
+        for index, arg in enumerate(value):
+            if "\0" in arg:
+                raise ValueError(f"argv[{index}] holds a NUL byte")
+        if not value[0].strip():
+            raise ValueError("argv[0] (the executable) must not be blank")
+        return value
+
+    @field_validator("junit")
+    @classmethod
+    def _junit_inside(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts or "\0" in value:
+            raise ValueError("junit must be a path inside the workspace (relative, no '..')")
+        return value
 
 
 def _check_command_key(key: str) -> str:
@@ -193,6 +232,10 @@ class OrchestrationConfig(_Strict):
     # <name>), made before launch; kept after the run unless keep_worktrees is false
     isolation: Literal["shared", "worktree"] = "shared"
     keep_worktrees: Flag = True
+    # measuring each instance (coordinator/measure/): defaults every instance inherits
+    verify: VerifyConfig | None = None
+    memory_limit_mb: PositiveFloat | None = None
+    enforce_time_budget: Flag = False
 
 
 class InstanceConfig(_Strict):
@@ -222,6 +265,11 @@ class InstanceConfig(_Strict):
     scenario: ScenarioConfig | None = None
     max_attempts: PositiveInt | None = None
     isolation: Literal["shared", "worktree"] | None = None  # None: the orchestration's
+    verify: VerifyConfig | None = None  # None: orchestration.verify
+    # passed to claude as --json-schema: its result's structured_output is then the
+    # instance's self-reported quality (when it has no verify command)
+    json_schema: dict[str, Any] | None = None
+    memory_limit_mb: PositiveFloat | None = None  # None: orchestration.memory_limit_mb
 
     @model_validator(mode="before")
     @classmethod

@@ -129,6 +129,7 @@ def seed_state(state: InstanceState, row: InstanceRow | None, *, relaunch: bool)
             )
         state.last_event = "resuming"
         return
+    state.measure.stored = row.measures or None
     status = row.status if row.status not in UNFINISHED else "cancelled"
     state.status = Status(status) if status in Status.__members__.values() else Status.FAILED
     state.exit_code = row.exit_code

@@ -206,6 +206,7 @@ def _instance_args(row: InstanceRow) -> tuple[Any, ...]:
         row.wait_s,
         row.attempts,
         row.carry,
+        row.measures,
     )
 
 

@@ -85,7 +85,7 @@ INSERT INTO instances (
     orchestration_id, name, session_id, status, pid, host,
     input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
     cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
-    started_at, ended_at, wait_s, attempts, carry, updated_at
+    started_at, ended_at, wait_s, attempts, carry, measures, updated_at
 )
 SELECT u.*, now()
 FROM unnest(
@@ -94,7 +94,7 @@ FROM unnest(
     $12::double precision[], $13::jsonb[], $14::integer[], $15::double precision[],
     $16::integer[], $17::text[], $18::text[],
     $19::timestamptz[], $20::timestamptz[], $21::double precision[],
-    $22::integer[], $23::jsonb[]
+    $22::integer[], $23::jsonb[], $24::jsonb[]
 ) AS u
 ON CONFLICT (orchestration_id, name) DO UPDATE SET
     session_id = EXCLUDED.session_id,
@@ -118,13 +118,14 @@ ON CONFLICT (orchestration_id, name) DO UPDATE SET
     wait_s = EXCLUDED.wait_s,
     attempts = EXCLUDED.attempts,
     carry = EXCLUDED.carry,
+    measures = EXCLUDED.measures,
     updated_at = now();
 
 -- name: list_instances
 SELECT orchestration_id, name, session_id, status, pid, host,
        input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
        cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
-       started_at, ended_at, wait_s, attempts, carry, updated_at
+       started_at, ended_at, wait_s, attempts, carry, measures, updated_at
 FROM instances
 WHERE orchestration_id = $1
 ORDER BY name;

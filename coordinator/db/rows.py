@@ -60,6 +60,8 @@ class InstanceRow:
     wait_s: float = 0.0  # at barriers; part of the duration, not of the working time
     attempts: int = 0  # processes launched for it so far
     carry: JsonObject = field(default_factory=dict)  # what a resume continues from
+    # quality, memory, time budget, tools, series (coordinator/measure/; the results' object)
+    measures: JsonObject = field(default_factory=dict)
     # Event times measured by the caller (writes are batched, so now() would be late).
     started_at: datetime | None = None
     ended_at: datetime | None = None

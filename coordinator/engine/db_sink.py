@@ -67,6 +67,7 @@ def instance_row(orchestration_id: str, state: InstanceState, host: str) -> Inst
         wait_s=round(state.waiting_s(), 3),
         attempts=state.attempts,
         carry=carry_of(state),
+        measures=state.measures(),
     )
 
 

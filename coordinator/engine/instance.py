@@ -245,6 +245,7 @@ class InstanceRun:
             state.session_exists = True  # claude asked the API: the conversation is written
         if state.accountant.feed(event):
             self.hooks.on_tokens(state)
+        state.measure.tools.feed(event)
         if isinstance(event, Assistant):
             for text in event.texts:
                 for part in text.splitlines():

@@ -33,16 +33,18 @@ from coordinator.control.attempts import (
 from coordinator.db.store import Store
 from coordinator.engine.config_dir import create_config_dir, remove_config_dir
 from coordinator.engine.instance import InstanceRun, Limits
+from coordinator.engine.measuring import MeasureDriver
 from coordinator.engine.sink import NullSink, RunSink
 from coordinator.engine.state import AttemptRecord, InstanceState, MilestoneHit, Status
 from coordinator.engine.sync import BARRIER_TROUBLE, SyncDriver
 from coordinator.limits import LimitGate, account_key, limit_of, limit_text
+from coordinator.measure.record import InstanceMeasures
 from coordinator.plan import PlannedInstance, RunPlan
 from coordinator.pool.driver import PoolDriver
 from runner.accounting import Accountant
 from runner.events import Event
 from runner.guardian import Guardian
-from runner.process import become_subreaper, descendants_by_leader
+from runner.process import ProcIdentity, become_subreaper, descendants_by_leader, tree_rss
 from runner.progress import MilestoneTracker, ProgressTracker
 
 log = structlog.get_logger("coordinator.engine")
@@ -128,9 +130,16 @@ class Orchestrator:
                 milestones=MilestoneTracker(tuple(plan.sync.milestones)),
                 output_tail=deque(maxlen=limits.max_console_lines),
                 stderr_tail=deque(maxlen=limits.max_console_lines),
+                measure=InstanceMeasures(spec=inst.measure),
             )
             for inst in plan.instances
         }
+        self.measuring = MeasureDriver(
+            block_memory=self.block,
+            note=self._note,
+            changed=self.sink.instance_changed,
+            stop=self._stop_measured,
+        )
         self.runs: dict[str, InstanceRun] = {}
         self._launches: dict[str, asyncio.Task[None]] = {}
         self.notes: list[str] = []
@@ -316,6 +325,15 @@ class Orchestrator:
                     env["CLAUDE_CONFIG_DIR"] = str(config_dir)
                 await self._attempt(state, env, launch)
                 launch = await self._between_attempts(state)
+            if state.name not in self.runs:
+                return  # not launched by this process: nothing new to verify
+            await self.measuring.verify(
+                state,
+                env,
+                self._cancel_event,
+                track=self._guardian.track_group if self._guardian else None,
+                forget=self._guardian.forget_group if self._guardian else None,
+            )
         finally:
             if self._keep_config_dirs is None or state.status is Status.COMPLETED:
                 remove_config_dir(config_dir)
@@ -508,18 +526,28 @@ class Orchestrator:
             }
             if not procs:
                 continue
-            found = await asyncio.to_thread(descendants_by_leader, set(procs))
+            found, rss = await asyncio.to_thread(_scan_trees, set(procs))
             for leader, idents in found.items():
                 procs[leader].tree.seen |= idents
                 if self._guardian is not None:
                     for ident in idents:
                         self._guardian.track_process(ident.pid, ident.create_time)
+            for run in list(self.runs.values()):  # the same tick measures them
+                if run.proc is not None and run.proc.pid in rss and not run.state.status.finished:
+                    self.measuring.sample(run.state, rss[run.proc.pid])
+
+    def _stop_measured(self, state: InstanceState, status: Status, reason: str) -> None:
+        """Over its memory limit (block mode) or its enforced time budget: stopped."""
+        run = self.runs.get(state.name)
+        if run is not None and not state.status.finished:
+            run.request_stop(status, reason)
 
     # ------------------------------------------------------------------ hooks
     def on_started(self, state: InstanceState) -> None:
         log.info("instance started", instance=state.name, pid=state.pid)
         at_ms = int((state.started_unix or time.time()) * 1000)
         self.sink.milestone(state, MilestoneHit(0, at_ms, 0.0), "started")
+        self.measuring.point(state)
         self.sink.instance_changed(state)
 
     def on_tokens(self, state: InstanceState) -> None:
@@ -570,6 +598,7 @@ class Orchestrator:
         if state.status is Status.COMPLETED:
             at_ms = int((state.ended_unix or time.time()) * 1000)
             self.sink.milestone(state, MilestoneHit(100, at_ms, state.duration_s()), "completed")
+        self.measuring.point(state)
         self.sink.instance_changed(state)
         if self.sync is not None:
             self.sync.on_finished(state)
@@ -783,3 +812,10 @@ class Orchestrator:
 
         check_names(self.plan.orchestration_id, names, list(self.states))
         return [n for n in self.states if not names or n in names]
+
+
+def _scan_trees(leaders: set[int]) -> tuple[dict[int, set[ProcIdentity]], dict[int, int | None]]:
+    """One pass over the process table (every descendant of each leader), then the resident
+    memory of each leader's tree: in a thread, once a tick."""
+    found = descendants_by_leader(leaders)
+    return found, {leader: tree_rss(leader, found.get(leader, set())) for leader in leaders}

@@ -6,8 +6,10 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from coordinator.barrier.rules import point_label
+from coordinator.measure.record import InstanceMeasures
 from coordinator.plan import PlannedInstance
 from runner.accounting import Accountant
 from runner.events import RateLimit
@@ -126,10 +128,21 @@ class InstanceState:
     limit_waiting: bool = False  # its next attempt waits for a usage limit's reset
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
     stderr_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+    measure: InstanceMeasures = field(default_factory=InstanceMeasures)
 
     @property
     def name(self) -> str:
         return self.plan.name
+
+    def measures(self) -> dict[str, Any]:
+        """The ``measures`` object of the results and of ``instances.measures``."""
+        acct = self.accountant
+        return self.measure.as_dict(acct.message_tokens, acct.permission_denials)
+
+    def worked_s(self, now: float | None = None) -> float:
+        """Time it worked: its duration without barrier waits and pauses."""
+        now = now or time.monotonic()
+        return max(0.0, self.duration_s(now) - self.waiting_s(now) - self.pausing_s(now))
 
     @property
     def turns_done(self) -> int:

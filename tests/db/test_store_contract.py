@@ -338,3 +338,40 @@ async def test_pool_entries_round_trip_filter_and_order(store: Store) -> None:
     assert [e.summary for e in only_b] == ["pytest (1 failed)"]
     with pytest.raises(DatabaseError):
         await store.add_pool_entries([PoolEntry("nope", "a", Kind.COMMAND, "ran", "ls", base)])
+
+
+async def test_measures_round_trip_and_are_replaced_by_the_next_snapshot(store: Store) -> None:
+    await store.create_orchestration(orchestration())
+    (fresh,) = await _upsert_and_read(store, instance("a"))
+    assert fresh.measures == {}  # a row written without measures (and rows before 007)
+    measures = {
+        "quality": {
+            "score": 0.75,
+            "expected": 0.8,
+            "met": False,
+            "source": "junit",
+            "metrics": {"tests": 4.0, "passed": 3.0},
+            "ran_after": "completed",
+            "verify": {
+                "argv": ["python", "-m", "pytest"],
+                "exit_code": 1,
+                "duration_s": 0.8,
+                "timed_out": False,
+                "junit": {"tests": 4, "failures": 1, "errors": 0, "skipped": 0},
+            },
+        },
+        "memory": {"peak_mb": 301.5, "limit_mb": 256, "exceeded_at_s": 1.2},
+        "time_budget": {"seconds": 60, "exceeded_at_s": None, "enforced": False},
+        "tools": {"Bash": {"calls": 2, "errors": 1, "denials": 0, "tokens": 1234}},
+        "series": [[0.0, 0, 0.0, 0.0, 0.0], [1.5, 1234, 0.01, 301.5, 50.0]],
+    }
+    (row,) = await _upsert_and_read(store, instance("a", measures=measures))
+    assert row.measures == measures
+    later = {**measures, "quality": None}
+    (row,) = await _upsert_and_read(store, instance("a", measures=later))
+    assert row.measures == later
+
+
+async def _upsert_and_read(store: Store, row: InstanceRow) -> list[InstanceRow]:
+    await store.upsert_instances([row])
+    return await store.list_instances(row.orchestration_id)
