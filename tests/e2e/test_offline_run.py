@@ -125,9 +125,12 @@ async def test_budget_block_stops_after_the_crossing_turn(tmp_path: Path) -> Non
         out = [respond(0, tool={"name": "Bash", "input": {"command": "echo 1"}})]
         out[0]["usage"] = {"input_tokens": 250, "output_tokens": 50}
         for i in range(1, 5):
+            # the tool of the crossing turn takes a while, as real tools do: the stop must
+            # land before claude's next request, not race a 10 ms echo on a loaded machine
+            command = f"sleep 3; echo {i}" if i == 2 else f"echo {i}"
             out.append(
                 {
-                    "tool_uses": [{"name": "Bash", "input": {"command": f"echo {i}"}}],
+                    "tool_uses": [{"name": "Bash", "input": {"command": command}}],
                     "text": "more",
                     "usage": {"input_tokens": 250, "output_tokens": 50},
                 }

@@ -7,6 +7,7 @@ instance with an API key next to it, served the same headers, sees none
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
@@ -46,11 +47,21 @@ class Observing(Orchestrator):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.rows: dict[str, list[tuple[str, str]]] = {name: [] for name in self.states}
+        self.hold_until_limited: set[str] = set()
+        self.sub_limited = asyncio.Event()  # set once sub's rejection closed the gate
 
     def on_status(self, state: InstanceState) -> None:
         row = row_from_state(state)
         self.rows[state.name].append((row.status, row.last_event))
         super().on_status(state)
+
+    async def _through_gate(self, state: InstanceState) -> bool:
+        """``hold_until_limited`` reach the gate only once ``sub`` was rejected: on a busy
+        machine the stagger may come before claude's first answer, and the point of the
+        test is what the gate does once it is closed."""
+        if state.name in self.hold_until_limited:
+            await self.sub_limited.wait()
+        return await super()._through_gate(state)
 
 
 def login_env(server: ModelServer, home: Path) -> Callable[[PlannedInstance], dict[str, str]]:
@@ -182,11 +193,14 @@ async def test_a_usage_limit_pauses_the_account_and_the_instance_resumes_at_the_
     async with ModelServer(script) as server:
         env = login_env(server, tmp_path / "home")
         orch = Observing(plan, base_env=base, limits=Limits(timeout=60), instance_env=env)
+        orch.hold_until_limited = {"sublater"}
         seen: list[tuple[str, str, str]] = []
         changed = orch.sink.instance_changed
 
         def watch(state: InstanceState) -> None:
             seen.append((state.name, state.status.value, state.last_event))
+            if state.name == "sub" and (state.limited_attempts or state.status.finished):
+                orch.sub_limited.set()  # the gate closes before the instance is shown limited
             changed(state)
 
         orch.sink.instance_changed = watch  # type: ignore[method-assign]
