@@ -384,7 +384,7 @@ def detach(
         )
     plan = app.make_plan(req, settings, need_claude=True)
     state_dir = app.state_dir_of(settings)
-    app.say_warnings(app.preflight(plan, req, os.environ, state_dir=state_dir))
+    warnings = app.preflight(plan, req, os.environ, state_dir=state_dir)
     writable_dir(
         runs_dir(state_dir),
         "state directory (a detached run keeps its pidfile there)",
@@ -454,6 +454,7 @@ def detach(
             with contextlib.suppress(OSError):
                 console_file.unlink()
         raise DetachRefused(message or verdict, int(code_text) if code_text.isdigit() else 1)
+    app.say_warnings(warnings)  # once the daemon is ready: a refusal stays one line
     if req.json_output:
         sys.stdout.write(orjson.dumps(detached.as_json(), option=orjson.OPT_INDENT_2).decode())
         sys.stdout.write("\n")

@@ -130,10 +130,11 @@ async def resume(rr: ResumeRequest, settings: Settings, console: Console) -> int
         if not choice.relaunch:
             console.print(f"{orch_id}: nothing to resume", highlight=False)
             return 0
-        app.say_warnings(app.preflight(plan, req, os.environ, state_dir=app.state_dir_of(settings)))
+        warnings = app.preflight(plan, req, os.environ, state_dir=app.state_dir_of(settings))
         taken = await store.reopen_orchestration(orch_id, socket.gethostname(), settings.lease_s)
         if taken is None:
             raise UsageError(f"orchestration {orch_id} was taken over by another coordinator")
+        app.say_warnings(warnings)
         console.print(
             f"{orch_id}: resuming {', '.join(choice.relaunch)}", highlight=False, soft_wrap=True
         )
