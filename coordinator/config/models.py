@@ -206,6 +206,10 @@ class InstanceConfig(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
     scenario: ScenarioConfig | None = None
     max_attempts: PositiveInt | None = None
+    # several hosts: only a runner that has every one of these labels claims the instance
+    labels: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = Field(
+        default_factory=list, max_length=16
+    )
 
     @model_validator(mode="before")
     @classmethod
