@@ -11,11 +11,13 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.engine.helpers import REPLAY, alive_cmdlines
@@ -24,6 +26,7 @@ from tests.faults.harness import (
     answer,
     coordinator,
     coordinator_env,
+    wait_for,
     write_config,
 )
 
@@ -164,6 +167,159 @@ def test_one_orchestration_spread_over_three_runners(
     assert names == ["r0", "r1", "r2"]  # every runner held some of them
     for r in snap["runners"]:
         assert r["capacity"] == 1 and r["held"] == []
+    for host in hosts:
+        assert host.stop() == 0, host.text()
+    assert alive_cmdlines(str(tmp_path)) == []
+
+
+def instance_rows(dsn: str, orch_id: str) -> dict[str, dict[str, Any]]:
+    """Each instance's row with its claim: epoch, runner name, pid, attempts."""
+    import asyncio
+
+    import asyncpg
+
+    async def read() -> list[Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return list(
+                await conn.fetch(
+                    "SELECT i.name, i.status, i.claim_epoch, r.name AS runner, i.pid, "
+                    "i.attempts, i.total_tokens, i.session_id::text AS session_id "
+                    "FROM instances i LEFT JOIN runners r ON r.id = i.runner "
+                    "WHERE i.orchestration_id = $1",
+                    orch_id,
+                )
+            )
+        finally:
+            await conn.close()
+
+    return {r["name"]: dict(r.items()) for r in asyncio.run(read())}
+
+
+def running_copies(session_id: str) -> int:
+    """Processes of this instance's claude (its session id is in the argv) that run: a
+    stopped one (SIGSTOP) does not count, a zombie is gone."""
+    count = 0
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] in (psutil.STATUS_ZOMBIE, psutil.STATUS_STOPPED):
+                continue
+            if session_id in " ".join(proc.info["cmdline"] or []):
+                count += 1
+        except psutil.Error:
+            continue
+    return count
+
+
+def copies_of(session_id: str) -> list[psutil.Process]:
+    out = []
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if session_id in " ".join(proc.info["cmdline"] or []):
+                out.append(proc)
+        except psutil.Error:
+            continue
+    return out
+
+
+def test_a_sigkilled_runner_loses_its_instances_to_the_others(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """Three runners hold one instance each; one is SIGKILLed mid-run: the guardian reaps
+    its instance, its claim goes stale after the lease, another runner takes the instance
+    over (epoch 2, a new attempt recorded as such) and it completes; tokens are exact; no
+    instance ever ran twice at once (sampled all along); no process is left."""
+    scripts = {f"k{i}": slow_answer(f"k{i}", 200 + i, 20 + i, 6.0) for i in range(3)}
+    config = write_config(tmp_path, scripts)
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-k", wait=True)
+    hosts += [start_runner(tmp_path, f"r{k}", pg_dsn) for k in range(3)]
+
+    def all_running() -> bool:
+        found = instance_rows(pg_dsn, "fleet-k")
+        return len(found) == 3 and all(
+            r["status"] == "running" and r["runner"] and r["pid"] for r in found.values()
+        )
+
+    wait_for(all_running, 60, "each runner to run one instance")
+    before = instance_rows(pg_dsn, "fleet-k")
+    victim_name, victim = next((n, r) for n, r in before.items() if r["runner"] == "r0")
+    sessions = {n: r["session_id"] for n, r in before.items()}
+    os.kill(hosts[0].proc.pid, signal.SIGKILL)
+    hosts[0].proc.wait()
+    most = 0
+    deadline = time.monotonic() + 90
+    while waiter.poll() is None:  # sample: never two running copies of one instance
+        most = max(most, *(running_copies(s) for s in sessions.values()))
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.05)
+    assert waiter.returncode == 0, (tmp_path / "submit-fleet-k.err").read_text()
+    assert most == 1
+    after = instance_rows(pg_dsn, "fleet-k")
+    assert after[victim_name]["claim_epoch"] == 2
+    assert after[victim_name]["runner"] in ("r1", "r2")
+    assert after[victim_name]["attempts"] == 2
+    assert not psutil.pid_exists(victim["pid"]) or copies_of(sessions[victim_name]) == []
+    results = json.loads((tmp_path / "results-fleet-k.json").read_text())
+    by_name = {i["name"]: i for i in results["instances"]}
+    for i in range(3):
+        inst = by_name[f"k{i}"]
+        assert inst["status"] == "completed", inst
+        assert (inst["input_tokens"], inst["output_tokens"]) == (200 + i, 20 + i)
+    lost = by_name[victim_name]["attempt_log"][0]
+    assert lost["status"] == "lost" and lost["error"] == "its runner stopped"
+    assert "new attempt from the start" in lost["then"]
+    for host in hosts[1:]:
+        assert host.stop() == 0, host.text()
+    assert alive_cmdlines(str(tmp_path)) == []
+
+
+def test_a_runner_stopped_past_its_lease_comes_back_and_stops_its_copy(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """A frozen host: its runner and its instance SIGSTOPped past the lease. Another runner
+    takes the instance over (the epoch moves). SIGCONT of the runner alone: it sees the
+    epoch moved and kills its (still stopped) copy, writes nothing over the new holder's
+    row, and the instance completes on the other runner."""
+    scripts = {"x": slow_answer("x", 300, 30, 12.0)}
+    config = write_config(tmp_path, scripts)
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-s", wait=True)
+    hosts.append(start_runner(tmp_path, "r0", pg_dsn))
+
+    def held_by(name: str, epoch: int) -> bool:
+        row = instance_rows(pg_dsn, "fleet-s").get("x")
+        return (
+            bool(row and row["runner"] == name and row["claim_epoch"] == epoch and row["pid"])
+            and row["status"] == "running"
+        )
+
+    wait_for(lambda: held_by("r0", 1), 60, "r0 to run x")
+    first = instance_rows(pg_dsn, "fleet-s")["x"]
+    old = psutil.Process(first["pid"])
+    old_pgid = os.getpgid(old.pid)
+    hosts.append(start_runner(tmp_path, "r1", pg_dsn))
+    os.kill(hosts[0].proc.pid, signal.SIGSTOP)  # the host freezes: runner and instance
+    os.killpg(old_pgid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: held_by("r1", 2), 60, "r1 to take x over")
+        assert old.is_running() and old.status() == psutil.STATUS_STOPPED
+    finally:
+        os.kill(hosts[0].proc.pid, signal.SIGCONT)  # the runner only; its copy stays stopped
+    wait_for(
+        lambda: not old.is_running() or old.status() == psutil.STATUS_ZOMBIE,
+        30,
+        "r0 to stop its copy",
+    )
+    wait_for(lambda: "copy stopped (claim lost" in hosts[0].text(), 30, "r0 to say so")
+    row = instance_rows(pg_dsn, "fleet-s")["x"]
+    assert (row["runner"], row["claim_epoch"], row["status"]) == ("r1", 2, "running")
+    assert waiter.wait(timeout=90) == 0, (tmp_path / "submit-fleet-s.err").read_text()
+    row = instance_rows(pg_dsn, "fleet-s")["x"]
+    assert (row["runner"], row["claim_epoch"], row["status"]) == ("r1", 2, "completed")
+    results = json.loads((tmp_path / "results-fleet-s.json").read_text())
+    [inst] = results["instances"]
+    assert (inst["input_tokens"], inst["output_tokens"]) == (300, 30)
     for host in hosts:
         assert host.stop() == 0, host.text()
     assert alive_cmdlines(str(tmp_path)) == []
