@@ -289,10 +289,9 @@ def test_a_runner_stopped_past_its_lease_comes_back_and_stops_its_copy(
 
     def held_by(name: str, epoch: int) -> bool:
         row = instance_rows(pg_dsn, "fleet-s").get("x")
-        return (
-            bool(row and row["runner"] == name and row["claim_epoch"] == epoch and row["pid"])
-            and row["status"] == "running"
-        )
+        if row is None:
+            return False
+        return (row["runner"], row["claim_epoch"], row["status"]) == (name, epoch, "running")
 
     wait_for(lambda: held_by("r0", 1), 60, "r0 to run x")
     first = instance_rows(pg_dsn, "fleet-s")["x"]
