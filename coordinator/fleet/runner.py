@@ -299,6 +299,7 @@ class Runner:
         if held.handed_back and not held.fenced and state.status is not Status.COMPLETED:
             state.status = Status.RETRYING  # unfinished: whoever claims it next continues it
             state.reason = state.last_event = held.handed_back
+            sink.instance_changed(state)
         status = "completed" if outcome.exit_code == 0 else "failed"
         await sink.close(status, {"orchestration_id": held.orchestration_id})
         if held.fenced:

@@ -196,6 +196,12 @@ def instance_rows(dsn: str, orch_id: str) -> dict[str, dict[str, Any]]:
     return {r["name"]: dict(r.items()) for r in asyncio.run(read())}
 
 
+def field_of(dsn: str, orch_id: str, name: str, key: str) -> Any:
+    """One field of an instance's row; None while the row is not there yet."""
+    row = instance_rows(dsn, orch_id).get(name)
+    return None if row is None else row[key]
+
+
 def running_copies(session_id: str) -> int:
     """Processes of this instance's claude (its session id is in the argv) that run: a
     stopped one (SIGSTOP) does not count, a zombie is gone."""
@@ -322,3 +328,89 @@ def test_a_runner_stopped_past_its_lease_comes_back_and_stops_its_copy(
     for host in hosts:
         assert host.stop() == 0, host.text()
     assert alive_cmdlines(str(tmp_path)) == []
+
+
+def test_sigterm_drains_and_a_second_one_hands_back(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """SIGTERM: the runner claims nothing more and finishes what it holds (the other
+    instance stays queued, unclaimed). Then a runner holding a long instance gets SIGTERM
+    twice: it stops it (no process left) and hands it back; another runner continues it."""
+    scripts = {"d0": slow_answer("d0", 10, 1, 3.0), "d1": slow_answer("d1", 20, 2, 3.0)}
+    scripts["long"] = slow_answer("long", 30, 3, 600.0)
+    config = write_config(tmp_path, {k: v for k, v in scripts.items() if k != "long"})
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-d", wait=True)
+    hosts.append(start_runner(tmp_path, "r0", pg_dsn))
+    wait_for(
+        lambda: any(r["status"] == "running" for r in instance_rows(pg_dsn, "fleet-d").values()),
+        60,
+        "r0 to run one instance",
+    )
+    hosts[0].proc.send_signal(signal.SIGTERM)
+    assert hosts[0].proc.wait(timeout=60) == 0, hosts[0].text()
+    assert "draining" in hosts[0].text()
+    found = instance_rows(pg_dsn, "fleet-d")
+    assert sorted(r["status"] for r in found.values()) == ["completed", "pending"]
+    assert sorted(r["claim_epoch"] for r in found.values()) == [0, 1]  # never claimed
+    hosts.append(start_runner(tmp_path, "r1", pg_dsn))
+    assert waiter.wait(timeout=60) == 0
+    hosts[1].stop()
+
+    config = write_config(tmp_path, {"long": scripts["long"]})
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-h", wait=True)
+    hosts.append(start_runner(tmp_path, "r2", pg_dsn))
+    wait_for(lambda: field_of(pg_dsn, "fleet-h", "long", "status") == "running", 60, "r2 runs")
+    session = instance_rows(pg_dsn, "fleet-h")["long"]["session_id"]
+    hosts[2].proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining" in hosts[2].text(), 10, "r2 to drain")
+    hosts[2].proc.send_signal(signal.SIGTERM)
+    assert hosts[2].proc.wait(timeout=30) == 0, hosts[2].text()
+    assert copies_of(session) == []
+    row = instance_rows(pg_dsn, "fleet-h")["long"]
+    assert row["status"] == "retrying" and row["claim_epoch"] == 1  # unfinished, queued again
+    hosts.append(start_runner(tmp_path, "r3", pg_dsn))
+    wait_for(lambda: field_of(pg_dsn, "fleet-h", "long", "claim_epoch") == 2, 60, "r3 claims it")
+    wait_for(lambda: running_copies(session) == 1, 30, "r3 to run it")
+    hosts[3].proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "draining" in hosts[3].text(), 10, "r3 to drain")  # two at once: one
+    hosts[3].proc.send_signal(signal.SIGTERM)
+    assert hosts[3].proc.wait(timeout=30) == 0
+    waiter.send_signal(signal.SIGINT)
+    assert waiter.wait(timeout=30) == 130
+    assert alive_cmdlines(str(tmp_path)) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--config", "{missing}"], "missing.json"),
+        (["--config", "{bad}"], "instances[0].labels[0]"),
+        (["--config", "{good}", "--no-db"], "submit needs a database"),
+        (["--config", "{good}", "--database-url", "mysql://x@y/z"], "--no-db"),
+        (["--config", "{good}", "--start-at", "whenever"], "--start-at"),
+    ],
+)
+def test_bad_submit_is_one_line_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
+    good = write_config(tmp_path, {"a": slow_answer("a", 1, 1, 0)})
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"instances": [{"command": "x", "labels": ["a b"]}]}))
+    paths = {"missing": str(tmp_path / "missing.json"), "bad": str(bad), "good": str(good)}
+    argv = ["submit", "--claude-bin", REPLAY, *[a.format(**paths) for a in args]]
+    out = coordinator(argv, tmp_path / "state")
+    assert out.returncode == 2, out.stdout + out.stderr
+    lines = [ln for ln in out.stderr.strip().splitlines() if not ln.startswith("warning:")]
+    assert len(lines) == 1 and fragment in lines[0], out.stderr  # as `run` says it
+    assert "Traceback" not in out.stderr
+
+
+def test_bad_runner_flags_are_one_line_exit_2(tmp_path: Path) -> None:
+    for args, fragment in (
+        (["--labels", "a b"], "'a b'"),
+        (["--labels", ",".join(f"l{i}" for i in range(9))], "at most 8"),
+        (["--capacity", "0"], "--capacity"),
+        (["--database-url", "mysql://x@y/z"], "database"),
+    ):
+        out = coordinator(["runner", *args], tmp_path / "state", timeout=30)
+        assert out.returncode == 2, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and fragment in lines[0], out.stderr
