@@ -632,6 +632,12 @@ class Orchestrator:
             state.budget_notes.append(message)
         self._note(("budget warning: " if not event.exceeded else "budget exceeded: ") + message)
 
+    def budget_events(self, state: InstanceState, events: Sequence[BudgetEvent]) -> None:
+        """Crossings counted outside this engine (the run's instances on other runners,
+        coordinator/fleet/budgets.py), handled as its own are."""
+        for event in events:
+            self._budget_event(state, event)
+
     def _block(self, budget: Budget, crossing: str) -> None:
         reason = f"blocked: {budget.describe_limit()} exceeded"
         self._note(reason + f" (crossed by {crossing})")

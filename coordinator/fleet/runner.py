@@ -24,6 +24,7 @@ import structlog
 from rich.console import Console
 
 from coordinator import app
+from coordinator.budget.rules import BudgetScope
 from coordinator.control.resume import seed_state
 from coordinator.db.postgres import PostgresStore
 from coordinator.engine.db_sink import DbSink
@@ -31,6 +32,7 @@ from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator
 from coordinator.engine.state import InstanceState, Status
 from coordinator.errors import CoordinatorError, DatabaseError
+from coordinator.fleet.budgets import SharedTally
 from coordinator.fleet.finish import finish_if_ended
 from coordinator.fleet.plans import StoredRun, stored_run
 from coordinator.fleet.queue import ClaimedJob, Queue
@@ -46,7 +48,7 @@ from coordinator.settings import Settings
 
 log = structlog.get_logger("coordinator.fleet.runner")
 
-UNREADABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here) is retried
+BUDGET_POLL_S = 0.25  # the other runners' spending is read this often (block latency)
 
 
 @dataclass
@@ -56,7 +58,9 @@ class Held:
     name: str
     epoch: int = 0
     orch: Orchestrator | None = None
+    run: StoredRun | None = None
     store: FencedStore | None = None
+    shared: SharedTally = field(default_factory=SharedTally)  # the others' budget use
     fenced: str | None = None  # why this copy was stopped: another runner has the claim
     handed_back: str | None = None  # why it was stopped to be queued again
     task: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -135,6 +139,7 @@ class Runner:
             f"labels {labels}, lease {self.me.lease_s:g}s, database {self.masked}"
         )
         beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
+        budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
         try:
             async with self._stack:
                 while not self.draining:
@@ -147,9 +152,10 @@ class Runner:
                 if tasks:
                     await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            for task in (beat, budgets):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.fleet.stop(self.me.id), 5.0)
             for sig in STOP_SIGNALS:
@@ -291,7 +297,11 @@ class Runner:
         if action is not ClaimAction.FIRST:
             self._take_over(state, claim.row, action)
             orch.budgets.update(held.name, state.accountant.usage, state.accountant.cost_usd)
+        if shares_budgets(orch):  # what the run's other instances spent counts here too
+            rows = {r.name: r for r in await self.store.list_instances(held.orchestration_id)}
+            orch.budget_events(state, held.shared.apply(orch.budgets, run.plan, held.name, rows))
         self.say(f"claimed {held.orchestration_id}/{held.name} (epoch {claim.epoch}, {action})")
+        held.run = run
         held.orch = orch
         if held.handed_back or held.fenced:  # a signal came while it was being claimed
             orch.cancel(held.handed_back or held.fenced or "")
@@ -360,6 +370,29 @@ class Runner:
         if held.orch is not None:
             held.orch.cancel(why)
 
+    async def _budgets(self) -> None:
+        """The run's overall and per-command budgets across runners: every BUDGET_POLL_S,
+        the other instances' rows are added to each held engine's shared budgets; a
+        crossing in block mode stops the instance here as a crossing of its own would."""
+        while True:
+            await asyncio.sleep(BUDGET_POLL_S)
+            by_run: dict[str, list[Held]] = {}
+            for held in list(self.held.values()):
+                if held.orch is not None and held.fenced is None and shares_budgets(held.orch):
+                    by_run.setdefault(held.orchestration_id, []).append(held)
+            for orch_id, helds in by_run.items():
+                try:
+                    rows = {r.name: r for r in await self.store.list_instances(orch_id)}
+                except DatabaseError as exc:
+                    log.info("budget rows unavailable", error=str(exc))
+                    continue
+                for held in helds:
+                    assert held.orch is not None and held.run is not None
+                    state = held.orch.states[held.name]
+                    events = held.shared.apply(held.orch.budgets, held.run.plan, held.name, rows)
+                    if events:
+                        held.orch.budget_events(state, events)
+
     async def _beat(self) -> None:
         """Every lease/3: first the fence (a runner back from a stop sees the epochs moved
         and stops those copies before anything else), then the jobs' and the runner's
@@ -388,3 +421,7 @@ class Runner:
                             f"lease not renewed for {loop.time() - renewed:.0f}s "
                             "(database unreachable): stopped so no other copy overlaps",
                         )
+
+
+def shares_budgets(orch: Orchestrator) -> bool:
+    return any(b.scope is not BudgetScope.INSTANCE for b in orch.budgets.budgets)

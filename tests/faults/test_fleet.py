@@ -414,3 +414,66 @@ def test_bad_runner_flags_are_one_line_exit_2(tmp_path: Path) -> None:
         assert out.returncode == 2, out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and fragment in lines[0], out.stderr
+
+
+def test_an_overall_budget_blocks_instances_on_every_runner(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """Block mode, overall token budget: an instance on r0 crosses it; the instance running
+    on r1 is stopped (blocked) within a bounded time of the crossing line, and the one still
+    queued is skipped by whichever runner claims it."""
+    from tests.unit.streams import api_response, init, result, usage
+
+    go = tmp_path / "go"
+    stamp = tmp_path / "crossing.stamp"
+    burn = [
+        {"lines": [init().decode()]},
+        {"wait_file": str(go), "timeout": 120},
+        {"lines": [b.decode() for b in api_response("m-burn", 5000, 10)], "stamp": str(stamp)},
+        {"sleep": 600},
+        {"lines": [result(usage(5000, 10)).decode()]},
+    ]
+    idle = [
+        {"lines": [init().decode(), *(b.decode() for b in api_response("m-idle", 10, 1))]},
+        {"sleep": 600},
+    ]
+    config = write_config(
+        tmp_path,
+        {"burn": burn, "idle": idle, "late": slow_answer("late", 1, 1, 0)},
+        {"budget": {"overall_tokens": 1000, "mode": "block"}},
+    )
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-b", wait=True)
+    hosts += [start_runner(tmp_path, f"r{k}", pg_dsn) for k in range(2)]
+
+    def both_running() -> bool:
+        found = instance_rows(pg_dsn, "fleet-b")
+        return (
+            all(
+                found.get(n, {}).get("status") == "running" and found[n]["total_tokens"] > 0
+                for n in ("idle",)
+            )
+            and found.get("burn", {}).get("status") == "running"
+        )
+
+    wait_for(both_running, 60, "burn and idle to run on the two runners")
+    found = instance_rows(pg_dsn, "fleet-b")
+    assert found["burn"]["runner"] != found["idle"]["runner"]
+    session = found["idle"]["session_id"]
+    go.write_text("go")
+    wait_for(lambda: stamp.exists() and stamp.read_text().strip() != "", 30, "the crossing")
+    wait_for(lambda: copies_of(session) == [], 30, "idle to be stopped on the other runner")
+    stopped_at = time.time()
+    crossed_at = int(stamp.read_text().split()[1]) / 1e9
+    latency = stopped_at - crossed_at
+    print(f"cross-runner block latency (crossing line -> group gone, polled): {latency:.3f}s")
+    assert latency < 3.0
+    assert waiter.wait(timeout=90) == 1, (tmp_path / "submit-fleet-b.err").read_text()
+    results = json.loads((tmp_path / "results-fleet-b.json").read_text())
+    by = {i["name"]: i for i in results["instances"]}
+    assert by["burn"]["status"] == "blocked"
+    assert by["idle"]["status"] == "blocked"
+    assert "overall token budget" in by["idle"]["reason"]
+    assert by["late"]["status"] == "skipped"
+    for host in hosts:
+        assert host.stop() == 0, host.text()
+    assert alive_cmdlines(str(tmp_path)) == []

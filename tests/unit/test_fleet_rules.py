@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from coordinator.errors import UsageError
@@ -79,3 +81,54 @@ def test_not_before() -> None:
     assert not_before_s(2.0, 0.0) == 2.0
     assert not_before_s(2.0, 3600.0) == 3602.0
     assert not_before_s(0.0, -5.0) == 0.0
+
+
+def test_shared_budgets_add_the_other_runners_use_once() -> None:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from coordinator.budget.rules import budgets_from_plan
+    from coordinator.config import parse_config
+    from coordinator.db.rows import InstanceRow
+    from coordinator.fleet.budgets import SharedTally
+    from coordinator.plan import RunOptions, build_plan
+
+    config = parse_config(
+        {
+            "orchestration": {
+                "budget": {"overall_tokens": 1000, "command_budgets": {"/x": 500}},
+            },
+            "instances": [
+                {"name": "a", "command": "/x go"},
+                {"name": "b", "command": "/x go"},
+                {"name": "c", "command": "/y go"},
+            ],
+        }
+    )
+    plan = build_plan(
+        config,
+        RunOptions(orchestration_id="t"),
+        claude_bin="claude",
+        config_path=None,
+        cwd=Path("/tmp"),
+        now=datetime.now(UTC),
+    )
+    alone = dataclasses.replace(plan, instances=plan.instances[:1])  # the engine of "a"
+    book = budgets_from_plan(alone)
+    tally = SharedTally()
+
+    def row(name: str, tokens: int) -> InstanceRow:
+        return InstanceRow("t", name, "running", input_tokens=tokens, total_tokens=tokens)
+
+    events = tally.apply(book, plan, "a", {"a": row("a", 999), "b": row("b", 300)})
+    assert events == []  # a's own row is not counted twice; b's 300 is under both
+    events = tally.apply(book, plan, "a", {"b": row("b", 450), "c": row("c", 400)})
+    by_key = {e.budget.key: e for e in events}
+    assert book.budgets[0].used == 850  # overall: b and c
+    assert by_key["overall"].threshold == 80 and not by_key["overall"].exceeded
+    assert by_key["command:/x"].threshold == 80  # only b runs /x
+    events = tally.apply(book, plan, "a", {"b": row("b", 600), "c": row("c", 401)})
+    assert {(e.budget.key, e.exceeded) for e in events if e.exceeded} == {
+        ("overall", True),
+        ("command:/x", True),
+    }
