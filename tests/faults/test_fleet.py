@@ -426,14 +426,14 @@ def test_an_overall_budget_blocks_instances_on_every_runner(
 
     go = tmp_path / "go"
     stamp = tmp_path / "crossing.stamp"
-    burn = [
+    burn: list[dict[str, Any]] = [
         {"lines": [init().decode()]},
         {"wait_file": str(go), "timeout": 120},
         {"lines": [b.decode() for b in api_response("m-burn", 5000, 10)], "stamp": str(stamp)},
         {"sleep": 600},
         {"lines": [result(usage(5000, 10)).decode()]},
     ]
-    idle = [
+    idle: list[dict[str, Any]] = [
         {"lines": [init().decode(), *(b.decode() for b in api_response("m-idle", 10, 1))]},
         {"sleep": 600},
     ]
