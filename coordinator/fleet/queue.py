@@ -63,8 +63,8 @@ class Queue(Protocol):
 
     async def heartbeat(self, jobs: Sequence[ClaimedJob]) -> None: ...
     async def done(self, jobs: Sequence[ClaimedJob]) -> None: ...
-    async def hand_back(self, jobs: Sequence[ClaimedJob]) -> None:
-        """Queued again at once, for any runner (a drain's second signal)."""
+    async def hand_back(self, jobs: Sequence[ClaimedJob], delay_s: float = 0.0) -> None:
+        """Queued again (after ``delay_s``), for any runner (a drain's second signal)."""
         ...
 
     async def wait_for_work(self, timeout_s: float) -> None:
@@ -172,10 +172,10 @@ class PgQueue:
             with database_errors("finish jobs"):
                 await self._queries.log_jobs([(j.raw, "successful", None) for j in jobs])
 
-    async def hand_back(self, jobs: Sequence[ClaimedJob]) -> None:
+    async def hand_back(self, jobs: Sequence[ClaimedJob], delay_s: float = 0.0) -> None:
         with database_errors("hand jobs back"):
             for job in jobs:
-                await self._queries.retry_job(job.raw, timedelta(0), None)
+                await self._queries.retry_job(job.raw, timedelta(seconds=delay_s), None)
 
     async def wait_for_work(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -247,11 +247,12 @@ class MemoryQueue:
         for claimed in jobs:
             self._jobs.pop(claimed.id, None)
 
-    async def hand_back(self, jobs: Sequence[ClaimedJob]) -> None:
+    async def hand_back(self, jobs: Sequence[ClaimedJob], delay_s: float = 0.0) -> None:
         for claimed in jobs:
             job = self._jobs.get(claimed.id)
             if job is not None:
-                job.state, job.owner, job.execute_after = "queued", None, self._clock()
+                job.state, job.owner = "queued", None
+                job.execute_after = self._clock() + delay_s
         self._wake.set()
 
     async def wait_for_work(self, timeout_s: float) -> None:

@@ -48,6 +48,7 @@ from coordinator.settings import Settings
 
 log = structlog.get_logger("coordinator.fleet.runner")
 
+UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
 BUDGET_POLL_S = 0.25  # the other runners' spending is read this often (block latency)
 
 
@@ -205,14 +206,17 @@ class Runner:
     async def _hold(self, held: Held) -> None:
         try:
             await self._run_held(held)
-        except CoordinatorError as exc:
-            self.say(f"{held.orchestration_id}/{held.name}: {exc}; handed back")
+        except CoordinatorError as exc:  # e.g. its config is not on this host
+            self.say(
+                f"{held.orchestration_id}/{held.name}: {exc}; handed back "
+                f"(due again in {UNRUNNABLE_DELAY_S:g}s)"
+            )
             with contextlib.suppress(CoordinatorError):
-                await self.queue.hand_back([held.job])
+                await self.queue.hand_back([held.job], UNRUNNABLE_DELAY_S)
         except Exception:
             log.exception("instance failed in the runner", instance=held.name)
             with contextlib.suppress(Exception):
-                await self.queue.hand_back([held.job])
+                await self.queue.hand_back([held.job], UNRUNNABLE_DELAY_S)
         finally:
             self.held.pop(held.key, None)
             self._wake.set()

@@ -167,6 +167,10 @@ def test_one_orchestration_spread_over_three_runners(
     assert names == ["r0", "r1", "r2"]  # every runner held some of them
     for r in snap["runners"]:
         assert r["capacity"] == 1 and r["held"] == []
+    shown = coordinator(["status", "fleet-a", "--database-url", pg_dsn], tmp_path / "st")
+    assert shown.returncode == 0, shown.stderr
+    for k in range(3):  # the table names each runner: host, heartbeat age, capacity, held
+        assert f"runner r{k} on " in shown.stdout and "capacity 1, holds 0" in shown.stdout
     for host in hosts:
         assert host.stop() == 0, host.text()
     assert alive_cmdlines(str(tmp_path)) == []
