@@ -104,6 +104,7 @@ class Orchestrator:
         barrier_dsn: str | None = None,
         barrier_poll_s: float = 1.0,
         keep_config_dirs: Path | None = None,
+        shared_guardian: Guardian | None = None,
     ) -> None:
         self.plan = plan
         self.base_env = base_env
@@ -130,6 +131,8 @@ class Orchestrator:
         self.cancelled: str | None = None
         self._cancel_event = asyncio.Event()
         self._use_guardian = guardian
+        # one guardian for several engines in one process (a fleet runner): not closed here
+        self._shared_guardian = shared_guardian
         self._handle_signals = handle_signals  # False: the caller routes them to cancel()
         self._guardian: Guardian | None = None
         self._barrier_dsn = barrier_dsn
@@ -157,7 +160,9 @@ class Orchestrator:
         for sig in STOP_SIGNALS if self._handle_signals else ():
             loop.add_signal_handler(sig, self.cancel, f"interrupted by {sig.name}")
         become_subreaper()
-        if self._use_guardian:
+        if self._use_guardian and self._shared_guardian is not None:
+            self._guardian = self._shared_guardian
+        elif self._use_guardian:
             try:
                 self._guardian = Guardian()
             except OSError as exc:
@@ -187,7 +192,7 @@ class Orchestrator:
                 await self._close_sync(self.sync)
             if self._handle_signals:
                 self._after_run_signals(loop)
-            if self._guardian is not None:
+            if self._guardian is not None and self._guardian is not self._shared_guardian:
                 await asyncio.to_thread(self._guardian.close)
         return self.outcome()
 

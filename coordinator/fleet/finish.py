@@ -55,7 +55,10 @@ async def run_state(store: PostgresStore, fleet: FleetDb, run: StoredRun) -> Run
 
 
 async def finish_if_ended(store: PostgresStore, fleet: FleetDb, run: StoredRun) -> bool:
-    """Close the orchestration once every instance ended (the first caller does)."""
+    """Close the orchestration once every instance ended (the first caller does). Cheap
+    while instances are open: one count, not the results."""
+    if await fleet.open_instances(run.row.id, sorted(UNFINISHED)) != 0:
+        return False
     state = await run_state(store, fleet, run)
     if not state.ended:
         return False

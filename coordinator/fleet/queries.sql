@@ -76,3 +76,12 @@ SELECT r.id, r.name, r.host, r.pid, r.capacity, r.labels, r.state, r.lease_s,
 FROM runners r
 WHERE r.id IN (SELECT runner FROM instances WHERE orchestration_id = $1 AND runner IS NOT NULL)
 ORDER BY r.started_at, r.name;
+
+-- name: open_instances
+-- How many instances of a run have not ended (statuses in $2), and whether the run is
+-- still open: the cheap check before building its results.
+SELECT count(*) FILTER (WHERE i.status = ANY($2::text[])) AS open,
+       bool_or(o.status IN ('queued', 'running')) AS run_open
+FROM orchestrations o
+LEFT JOIN instances i ON i.orchestration_id = o.id
+WHERE o.id = $1;

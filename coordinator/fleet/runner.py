@@ -45,6 +45,7 @@ from coordinator.fleet.rules import (
 )
 from coordinator.fleet.store import FencedStore, FleetDb, RunnerIdentity
 from coordinator.settings import Settings
+from runner.guardian import Guardian
 
 log = structlog.get_logger("coordinator.fleet.runner")
 
@@ -124,6 +125,7 @@ class Runner:
         self._offline: dict[str, dict[str, str] | None] = {}
         self._stack = AsyncExitStack()
         self.state_dir = app.state_dir_of(settings)
+        self.guardian: Guardian | None = None
 
     def say(self, text: str) -> None:
         self.console.print(f"{self.me.name}: {text}", highlight=False, soft_wrap=True)
@@ -139,6 +141,11 @@ class Runner:
             f"runner on {self.me.host} (pid {self.me.pid}), capacity {self.me.capacity}, "
             f"labels {labels}, lease {self.me.lease_s:g}s, database {self.masked}"
         )
+        try:  # one guardian for every instance this runner holds: reaps them if it dies
+            self.guardian = Guardian()
+        except OSError as exc:
+            self.guardian = None
+            self.say(f"no shared guardian ({exc}): each instance gets its own")
         beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
         budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
         try:
@@ -161,6 +168,8 @@ class Runner:
                 await asyncio.wait_for(self.fleet.stop(self.me.id), 5.0)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
+            if self.guardian is not None:
+                await asyncio.to_thread(self.guardian.close)
         self.say("stopped")
         return 0
 
@@ -282,6 +291,7 @@ class Runner:
             barrier_dsn=self.dsn,
             handle_signals=False,
             keep_config_dirs=self.state_dir / "claude-config",
+            shared_guardian=self.guardian,
         )
         state = orch.states[held.name]
         carry = claim.row.carry or {}

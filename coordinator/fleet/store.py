@@ -132,6 +132,16 @@ class FleetDb:
             )
         return done is not None
 
+    async def open_instances(self, orchestration_id: str, unfinished: Sequence[str]) -> int:
+        """Instances not ended yet; -1 when the run is closed already (or unknown)."""
+        with database_errors("count open instances"):
+            record = await self.pool.fetchrow(
+                _sql("open_instances"), orchestration_id, list(unfinished)
+            )
+        if record is None or not record["run_open"]:
+            return -1
+        return int(record["open"])
+
     async def runners_of(self, orchestration_id: str) -> list[RunnerRow]:
         with database_errors("list runners"):
             records = await self.pool.fetch(_sql("runners_of"), orchestration_id)
