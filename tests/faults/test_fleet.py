@@ -59,13 +59,23 @@ class Host:
 
 
 def start_runner(
-    tmp_path: Path, name: str, dsn: str, *, capacity: int = 1, labels: str | None = None
+    tmp_path: Path,
+    name: str,
+    dsn: str,
+    *,
+    capacity: int = 1,
+    labels: str | None = None,
+    home: Path | None = None,
 ) -> Host:
-    home = tmp_path / "hosts" / name
-    (home / "home").mkdir(parents=True, exist_ok=True)
-    state = home / "state"
-    log = home / "runner.log"
-    env = {**coordinator_env(state, COORDINATOR_LEASE_S=LEASE_S), "HOME": str(home / "home")}
+    """A runner as a host of its own: its HOME (unless ``home``: two runners on one host)
+    and its state dir."""
+    where = tmp_path / "hosts" / name
+    user_home = home or where / "home"
+    user_home.mkdir(parents=True, exist_ok=True)
+    where.mkdir(parents=True, exist_ok=True)
+    state = where / "state"
+    log = where / "runner.log"
+    env = {**coordinator_env(state, COORDINATOR_LEASE_S=LEASE_S), "HOME": str(user_home)}
     args = ["runner", "--database-url", dsn, "--capacity", str(capacity), "--name", name]
     if labels:
         args += ["--labels", labels]
@@ -480,4 +490,48 @@ def test_an_overall_budget_blocks_instances_on_every_runner(
     assert by["late"]["status"] == "skipped"
     for host in hosts:
         assert host.stop() == 0, host.text()
+    assert alive_cmdlines(str(tmp_path)) == []
+
+
+def test_a_take_over_continues_the_session_when_its_transcript_is_visible(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """Two runners on one host (one HOME): the session's transcript the first one's claude
+    wrote is visible to the second, so the take-over continues the session (``--resume``)
+    instead of starting again; recorded as such."""
+    go = tmp_path / "go"
+    lines = answer("msg-c", 40, 4)
+    # the API answered (so claude wrote the session), then the instance works until `go`
+    steps: list[dict[str, Any]] = [
+        {"lines": lines[:-1]},
+        {"wait_file": str(go), "timeout": 120},
+        {"lines": lines[-1:]},
+    ]
+    config = write_config(tmp_path, {"c": steps})
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-c", wait=True)
+    shared_home = tmp_path / "hosts" / "shared-home"
+    hosts.append(start_runner(tmp_path, "r0", pg_dsn, home=shared_home))
+    wait_for(  # its tokens are written, and with them that its session exists
+        lambda: (field_of(pg_dsn, "fleet-c", "c", "total_tokens") or 0) > 0, 60, "r0 runs c"
+    )
+    row = instance_rows(pg_dsn, "fleet-c")["c"]
+    # what claude keeps of a session: its transcript, under the config dir of that HOME
+    transcript = shared_home / ".claude" / "projects" / "-work" / f"{row['session_id']}.jsonl"
+    transcript.parent.mkdir(parents=True)
+    transcript.write_text('{"type": "user"}\n')
+    hosts.append(start_runner(tmp_path, "r1", pg_dsn, home=shared_home))
+    os.kill(hosts[0].proc.pid, signal.SIGKILL)
+    hosts[0].proc.wait()
+    wait_for(lambda: field_of(pg_dsn, "fleet-c", "c", "claim_epoch") == 2, 60, "r1 takes c")
+    wait_for(lambda: running_copies(row["session_id"]) == 1, 30, "r1 to run c")
+    [copy] = [p for p in copies_of(row["session_id"])]
+    argv = copy.cmdline()
+    assert "--resume" in argv and row["session_id"] in argv
+    go.write_text("go")
+    assert waiter.wait(timeout=60) == 0, (tmp_path / "submit-fleet-c.err").read_text()
+    results = json.loads((tmp_path / "results-fleet-c.json").read_text())
+    [inst] = results["instances"]
+    assert inst["status"] == "completed" and inst["attempts"] == 2
+    assert "continues its session" in inst["attempt_log"][0]["then"]
+    assert hosts[1].stop() == 0
     assert alive_cmdlines(str(tmp_path)) == []
