@@ -27,7 +27,6 @@ from coordinator import app
 from coordinator.budget.rules import BudgetScope
 from coordinator.control.resume import seed_state
 from coordinator.db.postgres import PostgresStore
-from coordinator.engine.db_sink import DbSink
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator
 from coordinator.engine.state import InstanceState, Status
@@ -43,7 +42,7 @@ from coordinator.fleet.rules import (
     fenced_out,
     must_self_fence,
 )
-from coordinator.fleet.store import FencedStore, FleetDb, RunnerIdentity
+from coordinator.fleet.store import FencedStore, FleetDb, FleetSink, RunnerIdentity
 from coordinator.settings import Settings
 from runner.guardian import Guardian
 
@@ -264,7 +263,7 @@ class Runner:
             on_fenced=lambda: self._fence(held, "its row carries a newer claim"),
         )
         held.store = store
-        sink = DbSink(
+        sink = FleetSink(
             store,
             self.masked,
             self.dsn,

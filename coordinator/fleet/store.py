@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 
+from coordinator.db.journal import JournalEntry, write_journal
 from coordinator.db.postgres import (
     PostgresStore,
     _columns,
@@ -21,6 +22,7 @@ from coordinator.db.postgres import (
     query,
 )
 from coordinator.db.rows import InstanceRow, OrchestrationRow
+from coordinator.engine.db_sink import DbSink
 from coordinator.fleet.queue import _sql
 
 
@@ -207,3 +209,20 @@ class FencedStore(PostgresStore):
         row = await self.get_orchestration(orchestration_id)
         assert row is not None
         return row
+
+
+class FleetSink(DbSink):
+    """The engine's database sink, for one claimed instance: what the database did not
+    take by the end is journalled like a one-host run's rows, but without the run's final
+    status (one instance ending does not end the run; the fleet finishes it)."""
+
+    def _journal(self, status: str, results: dict[str, Any]) -> None:
+        assert self._orch is not None
+        instances, checkpoints = self.writer.take_unwritten()
+        entry = JournalEntry(self._orch, instances, checkpoints, None)
+        self.journalled = write_journal(self.state_dir, entry)
+        self._note(
+            f"database unreachable at the end: {entry.rows} row(s) journalled to "
+            f"{self.journalled}; the next coordinator command that reaches the database "
+            "writes them"
+        )
