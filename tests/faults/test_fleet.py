@@ -26,6 +26,7 @@ from tests.faults.harness import (
     answer,
     coordinator,
     coordinator_env,
+    process_ended,
     wait_for,
     write_config,
 )
@@ -266,8 +267,14 @@ def test_a_sigkilled_runner_loses_its_instances_to_the_others(
     before = instance_rows(pg_dsn, "fleet-k")
     victim_name, victim = next((n, r) for n, r in before.items() if r["runner"] == "r0")
     sessions = {n: r["session_id"] for n, r in before.items()}
+    guardians = [
+        p for p in psutil.Process(hosts[0].proc.pid).children() if "runner.guardian" in p.cmdline()
+    ]
+    assert len(guardians) == 1  # one per runner, for every instance it holds
     os.kill(hosts[0].proc.pid, signal.SIGKILL)
     hosts[0].proc.wait()
+    wait_for(lambda: process_ended(guardians[0].pid), 30, "the dead runner's guardian to reap")
+    assert copies_of(sessions[victim_name]) == []  # reaped before anyone took it over
     most = 0
     deadline = time.monotonic() + 90
     while waiter.poll() is None:  # sample: never two running copies of one instance

@@ -21,7 +21,7 @@ from coordinator.claude_bin import PROJECT_LOCAL
 from coordinator.offline.server import serve_in_thread
 from tests.engine.helpers import alive_cmdlines
 from tests.faults.harness import COORDINATOR, coordinator_env, wait_for
-from tests.faults.test_fleet import LEASE_S, Host, instance_rows, running_copies
+from tests.faults.test_fleet import LEASE_S, Host, copies_of, instance_rows, running_copies
 
 pytestmark = [
     pytest.mark.postgres,
@@ -239,3 +239,5 @@ def test_three_hosts_real_claude_sigkill_one_runner(tmp_path: Path, pg_dsn: str)
     assert (tmp_path / "mid" / "progress.log").read_text().split() == ["30", "50", "70", "90"]
     assert by["fast"]["wait_s"] > 0.5  # it did wait for the others, across runners
     assert alive_cmdlines(str(tmp_path)) == []
+    for session in sessions.values():  # no claude of any instance left, on any "host"
+        assert copies_of(session) == []
