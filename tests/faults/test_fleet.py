@@ -542,3 +542,25 @@ def test_a_take_over_continues_the_session_when_its_transcript_is_visible(
     assert "continues its session" in inst["attempt_log"][0]["then"]
     assert hosts[1].stop() == 0
     assert alive_cmdlines(str(tmp_path)) == []
+
+
+def test_start_at_and_the_stagger_become_not_before_times(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """``--start-at`` and the stagger (``startup_delay``) hold across runners: a runner
+    with room for all of them launches none before its time."""
+    from datetime import datetime, timedelta
+
+    scripts = {f"s{i}": slow_answer(f"s{i}", 5, 1, 0) for i in range(3)}
+    config = write_config(tmp_path, scripts, {"startup_delay": 1.5})
+    start = datetime.now().astimezone() + timedelta(seconds=4)
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-t", "--start-at", start.isoformat(), wait=True)
+    hosts.append(start_runner(tmp_path, "r0", pg_dsn, capacity=5))
+    assert waiter.wait(timeout=90) == 0, (tmp_path / "submit-fleet-t.err").read_text()
+    results = json.loads((tmp_path / "results-fleet-t.json").read_text())
+    for inst in results["instances"]:
+        k = int(inst["name"][1:])
+        due = start.timestamp() + 1.5 * k
+        started = datetime.fromisoformat(inst["started_at"]).timestamp()
+        assert started >= due - 0.05, (inst["name"], started - due)
+    assert hosts[0].stop() == 0
