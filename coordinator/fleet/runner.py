@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import threading
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from coordinator.fleet.finish import finish_if_ended
 from coordinator.fleet.plans import StoredRun, stored_run
 from coordinator.fleet.queue import ClaimedJob, Queue
 from coordinator.fleet.rules import (
+    SELF_FENCE_FRACTION,
     ClaimAction,
     decide_claim,
     entrypoints_for_runner,
@@ -140,11 +142,16 @@ class Runner:
             f"runner on {self.me.host} (pid {self.me.pid}), capacity {self.me.capacity}, "
             f"labels {labels}, lease {self.me.lease_s:g}s, database {self.masked}"
         )
-        try:  # one guardian for every instance this runner holds: reaps them if it dies
+        try:  # one guardian for every instance this runner holds: reaps them if it dies,
+            # and if it is frozen for most of its lease (before another runner may take over)
             self.guardian = Guardian()
+            self.guardian.watchdog(self.me.lease_s * SELF_FENCE_FRACTION)
         except OSError as exc:
             self.guardian = None
             self.say(f"no shared guardian ({exc}): each instance gets its own")
+        alive = threading.Event()
+        keeper = threading.Thread(target=self._keep_alive, args=(alive,), daemon=True)
+        keeper.start()
         beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
         budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
         try:
@@ -167,10 +174,18 @@ class Runner:
                 await asyncio.wait_for(self.fleet.stop(self.me.id), 5.0)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
+            alive.set()
             if self.guardian is not None:
                 await asyncio.to_thread(self.guardian.close)
         self.say("stopped")
         return 0
+
+    def _keep_alive(self, stop: threading.Event) -> None:
+        """A thread, so that only a frozen process (SIGSTOP, a host paused) falls silent,
+        not a busy event loop: the guardian's watchdog hears it every 0.2 s."""
+        while not stop.wait(0.2):
+            if self.guardian is not None:
+                self.guardian.keepalive()
 
     def _signal(self, sig: signal.Signals) -> None:
         if not self.draining:
@@ -323,6 +338,11 @@ class Runner:
             state.status = Status.RETRYING  # unfinished: whoever claims it next continues it
             state.reason = state.last_event = held.handed_back
             sink.instance_changed(state)
+        if held.fenced is None:  # the job is ours to finish or hand back only if the claim is
+            with contextlib.suppress(DatabaseError):
+                now = await self.fleet.epochs([held.key])
+                if fenced_out(held.epoch, now.get(held.key)):
+                    self._fence(held, "another runner took it over meanwhile")
         status = "completed" if outcome.exit_code == 0 else "failed"
         await sink.close(status, {"orchestration_id": held.orchestration_id})
         if held.fenced:
@@ -414,7 +434,14 @@ class Runner:
         renewed = loop.time()
         interval = self.me.lease_s / 3
         while True:
+            slept = loop.time()
             await asyncio.sleep(interval)
+            frozen = loop.time() - slept - interval
+            if must_self_fence(frozen, self.me.lease_s):  # this process was stopped: the
+                for held in list(self.held.values()):  # guardian's watchdog reaped them
+                    self._hand_back(
+                        held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
+                    )
             try:
                 live = [h for h in self.held.values() if h.fenced is None and h.epoch]
                 epochs = await self.fleet.epochs([h.key for h in live])

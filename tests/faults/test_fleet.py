@@ -302,13 +302,16 @@ def test_a_sigkilled_runner_loses_its_instances_to_the_others(
     assert alive_cmdlines(str(tmp_path)) == []
 
 
-def test_a_runner_stopped_past_its_lease_comes_back_and_stops_its_copy(
-    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+@pytest.mark.parametrize("frozen", ["runner", "host"])
+def test_a_runner_stopped_past_its_lease_never_overlaps_and_comes_back_fenced(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host], frozen: str
 ) -> None:
-    """A frozen host: its runner and its instance SIGSTOPped past the lease. Another runner
-    takes the instance over (the epoch moves). SIGCONT of the runner alone: it sees the
-    epoch moved and kills its (still stopped) copy, writes nothing over the new holder's
-    row, and the instance completes on the other runner."""
+    """The runner is SIGSTOPped past its lease (``runner``: only its process, its claude
+    goes on; ``host``: its instance too, a frozen machine). Its guardian's watchdog stops
+    the copy before the lease ends; only then does another runner take the instance over
+    (the epoch moves), so two copies never run at once (sampled). SIGCONT: the runner sees
+    the epoch moved, writes nothing over the new holder's row, leaves the job alone; the
+    instance completes on the other runner with exact tokens."""
     scripts = {"x": slow_answer("x", 300, 30, 12.0)}
     config = write_config(tmp_path, scripts)
     waiter = submit(tmp_path, config, pg_dsn, "fleet-s", wait=True)
@@ -323,20 +326,24 @@ def test_a_runner_stopped_past_its_lease_comes_back_and_stops_its_copy(
     wait_for(lambda: held_by("r0", 1), 60, "r0 to run x")
     first = instance_rows(pg_dsn, "fleet-s")["x"]
     old = psutil.Process(first["pid"])
-    old_pgid = os.getpgid(old.pid)
     hosts.append(start_runner(tmp_path, "r1", pg_dsn))
-    os.kill(hosts[0].proc.pid, signal.SIGSTOP)  # the host freezes: runner and instance
-    os.killpg(old_pgid, signal.SIGSTOP)
+    wait_for(lambda: "r1: runner on" in hosts[1].text(), 30, "r1 to be up")
+    os.kill(hosts[0].proc.pid, signal.SIGSTOP)
+    if frozen == "host":
+        os.killpg(os.getpgid(old.pid), signal.SIGSTOP)
+    most = 0
+    old_gone_at_take_over = None
     try:
-        wait_for(lambda: held_by("r1", 2), 60, "r1 to take x over")
-        assert old.is_running() and old.status() == psutil.STATUS_STOPPED
+        deadline = time.monotonic() + 60
+        while not held_by("r1", 2):
+            most = max(most, running_copies(first["session_id"]))
+            old_gone_at_take_over = not old.is_running() or old.status() == psutil.STATUS_ZOMBIE
+            assert time.monotonic() < deadline, "r1 did not take x over"
+            time.sleep(0.05)
     finally:
-        os.kill(hosts[0].proc.pid, signal.SIGCONT)  # the runner only; its copy stays stopped
-    wait_for(
-        lambda: not old.is_running() or old.status() == psutil.STATUS_ZOMBIE,
-        30,
-        "r0 to stop its copy",
-    )
+        os.kill(hosts[0].proc.pid, signal.SIGCONT)
+    assert old_gone_at_take_over, "the frozen runner's copy was still there at the take-over"
+    assert most <= 1
     wait_for(lambda: "copy stopped (claim lost" in hosts[0].text(), 30, "r0 to say so")
     row = instance_rows(pg_dsn, "fleet-s")["x"]
     assert (row["runner"], row["claim_epoch"], row["status"]) == ("r1", 2, "running")
