@@ -518,6 +518,79 @@ def run_cmd(dry_run: bool, **kw: Any) -> int:
     return _execute(kw, dry_run=dry_run)
 
 
+@cli.command("submit")
+@click.option("--wait", is_flag=True, help="Stay until every instance ended; write the results.")
+@run_options
+def submit_cmd(wait: bool, **kw: Any) -> int:
+    """Record a run and queue its instances for runners on any host (coordinator runner);
+    prints the orchestration id. The stagger and --start-at become not-before times."""
+    from coordinator.fleet.submit import submit
+
+    if kw.get("detach"):
+        raise UsageError("submit --detach: submit returns at once already (leave out --detach)")
+    settings = _settings_and_logging(kw, dry_run=False)
+    req = _request(kw, dry_run=False)
+    return asyncio.run(submit(req, settings, _console(stderr=True), wait=wait))
+
+
+@cli.command("runner")
+@click.option("--database-url")
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1, max=10_000),
+    default=1,
+    show_default=True,
+    help="Instances held at once.",
+)
+@click.option("--name", help="This runner's name (default: host-pid).")
+@click.option("--labels", help="Labels this runner has (a,b): it claims instances asking for them.")
+@click.option("--log-file", type=click.Path(path_type=Path))
+def runner_cmd(
+    database_url: str | None,
+    capacity: int,
+    name: str | None,
+    labels: str | None,
+    log_file: Path | None,
+) -> int:
+    """Claim instances of submitted runs from the database and run them, up to --capacity
+    at once. SIGTERM drains (claims nothing more, finishes what it holds); a second one
+    hands back what it holds."""
+    from coordinator.fleet.serve import serve
+
+    settings = _settings_and_logging({"log_file": log_file}, dry_run=False)
+    return asyncio.run(serve(settings, _console(), database_url, capacity, name, labels))
+
+
+@cli.command("results")
+@click.argument("orchestration_id", required=False)
+@click.option("--output", type=click.Path(path_type=Path), help="The results file.")
+@click.option("--wait", is_flag=True, help="Wait until every instance ended.")
+@click.option("--database-url")
+def results_cmd(
+    orchestration_id: str | None, output: Path | None, wait: bool, database_url: str | None
+) -> int:
+    """Write the results of a submitted run once every instance ended (default: the
+    newest run; the file its submit named unless --output)."""
+    from coordinator.fleet.submit import results
+
+    console = _console()
+    settings = load_settings()
+    return asyncio.run(
+        _with_store(
+            database_url,
+            lambda store: results(
+                store,
+                console,
+                settings,
+                orchestration_id,
+                output,
+                wait=wait,
+                database_url=database_url,
+            ),
+        )
+    )
+
+
 @cli.command("resume")
 @click.argument("orchestration_id", required=False)
 @click.option(

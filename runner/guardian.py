@@ -5,7 +5,9 @@ stdin and tells it which process groups and processes it launched. When the pipe
 (clean exit, crash, SIGKILL, OOM), the guardian SIGTERMs what is left, waits a grace period,
 SIGKILLs the rest and exits. Protocol, one line each: ``g PGID [MARK]`` / ``-g PGID`` (a
 group, and the mark its processes carry in their environment: what left the group is found
-by it), ``p PID CREATE_TIME`` (a descendant seen outside the group).
+by it), ``p PID CREATE_TIME`` (a descendant seen outside the group), ``w SECONDS`` (a
+watchdog: when nothing, not even a ``k`` keep-alive, comes for that long, the coordinator is
+frozen and cannot stop its instances: they are reaped then, and the guardian goes on).
 
 If the guardian itself dies mid-run (an OOM kill, a stray ``kill -9``), the coordinator
 starts a new one and tells it everything again (:meth:`Guardian.check`), or, if it cannot,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -93,15 +96,37 @@ def main() -> int:
         signal.signal(sig, signal.SIG_IGN)  # only the end of the pipe ends the guardian
     groups: dict[int, str | None] = {}
     procs: set[tuple[int, float]] = set()
-    for raw in sys.stdin.buffer:
-        parts = raw.split()
-        with contextlib.suppress(ValueError, IndexError):
-            if parts[0] == b"g":
-                groups[int(parts[1])] = parts[2].decode() if len(parts) > 2 else None
-            elif parts[0] == b"-g":
-                groups.pop(int(parts[1]), None)
-            elif parts[0] == b"p":
-                procs.add((int(parts[1]), float(parts[2])))
+    watchdog: float | None = None  # ``w S``: silence for S seconds reaps everything
+    heard = time.monotonic()
+    fd = sys.stdin.fileno()
+    pending = b""
+    while True:
+        wait = None if watchdog is None else max(0.0, heard + watchdog - time.monotonic())
+        ready, _, _ = select.select([fd], [], [], wait)
+        if not ready:  # the coordinator is frozen (stopped, hung): it cannot stop its
+            # instances, and after its lease another host may run them: stop them now
+            reap(set(groups), procs, marks={m for m in groups.values() if m})
+            groups.clear()
+            procs.clear()
+            heard = time.monotonic()
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        heard = time.monotonic()
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            parts = raw.split()
+            with contextlib.suppress(ValueError, IndexError):
+                if parts[0] == b"g":
+                    groups[int(parts[1])] = parts[2].decode() if len(parts) > 2 else None
+                elif parts[0] == b"-g":
+                    groups.pop(int(parts[1]), None)
+                elif parts[0] == b"p":
+                    procs.add((int(parts[1]), float(parts[2])))
+                elif parts[0] == b"w":
+                    watchdog = float(parts[1]) if float(parts[1]) > 0 else None
+                # b"k": a keep-alive, only heard
     reap(set(groups), procs, marks={m for m in groups.values() if m})
     return 0
 
@@ -117,6 +142,7 @@ class Guardian:
         self._groups: dict[int, str | None] = {}
         self._sent: set[tuple[int, float]] = set()
         self.unguarded: str | None = None  # why no guardian runs (None: one does)
+        self._watchdog: float | None = None
         self._proc: subprocess.Popen[bytes] | None = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
@@ -147,6 +173,8 @@ class Guardian:
                 f"UNGUARDED RUN: {self.unguarded}; if this coordinator is killed, "
                 "its instances keep running"
             )
+        if self._watchdog is not None:
+            self._send(f"w {self._watchdog!r}")
         for pgid, mark in self._groups.items():
             self._send(f"g {pgid}" + (f" {mark}" if mark else ""))
         for pid, created in self._sent:
@@ -160,6 +188,15 @@ class Guardian:
         with contextlib.suppress(OSError):  # a dead guardian: check() restarts it
             stdin.write(line.encode() + b"\n")
             stdin.flush()
+
+    def watchdog(self, seconds: float) -> None:
+        """Reap everything if this process sends nothing (not even :meth:`keepalive`) for
+        ``seconds``: it is frozen and cannot stop its instances itself."""
+        self._watchdog = seconds
+        self._send(f"w {seconds!r}")
+
+    def keepalive(self) -> None:
+        self._send("k")
 
     def track_group(self, pgid: int, mark: str | None = None) -> None:
         self._groups[pgid] = mark

@@ -270,6 +270,10 @@ class InstanceConfig(_Strict):
     # instance's self-reported quality (when it has no verify command)
     json_schema: dict[str, Any] | None = None
     memory_limit_mb: PositiveFloat | None = None  # None: orchestration.memory_limit_mb
+    # several hosts: only a runner that has every one of these labels claims the instance
+    labels: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]] = Field(
+        default_factory=list, max_length=16
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -113,6 +113,7 @@ class Orchestrator:
         barrier_poll_s: float = 1.0,
         keep_config_dirs: Path | None = None,
         pool_store: Store | None = None,
+        shared_guardian: Guardian | None = None,
     ) -> None:
         self.plan = plan
         self.base_env = base_env
@@ -146,6 +147,8 @@ class Orchestrator:
         self.cancelled: str | None = None
         self._cancel_event = asyncio.Event()
         self._use_guardian = guardian
+        # one guardian for several engines in one process (a fleet runner): not closed here
+        self._shared_guardian = shared_guardian
         self._handle_signals = handle_signals  # False: the caller routes them to cancel()
         self._guardian: Guardian | None = None
         self._barrier_dsn = barrier_dsn
@@ -174,7 +177,9 @@ class Orchestrator:
         for sig in STOP_SIGNALS if self._handle_signals else ():
             loop.add_signal_handler(sig, self.cancel, f"interrupted by {sig.name}")
         become_subreaper()
-        if self._use_guardian:
+        if self._use_guardian and self._shared_guardian is not None:
+            self._guardian = self._shared_guardian
+        elif self._use_guardian:
             try:
                 self._guardian = Guardian()
             except OSError as exc:
@@ -206,7 +211,7 @@ class Orchestrator:
                 await self._close_sync(self.sync)
             if self._handle_signals:
                 self._after_run_signals(loop)
-            if self._guardian is not None:
+            if self._guardian is not None and self._guardian is not self._shared_guardian:
                 await asyncio.to_thread(self._guardian.close)
         return self.outcome()
 
@@ -679,6 +684,12 @@ class Orchestrator:
         if message not in state.budget_notes:
             state.budget_notes.append(message)
         self._note(("budget warning: " if not event.exceeded else "budget exceeded: ") + message)
+
+    def budget_events(self, state: InstanceState, events: Sequence[BudgetEvent]) -> None:
+        """Crossings counted outside this engine (the run's instances on other runners,
+        coordinator/fleet/budgets.py), handled as its own are."""
+        for event in events:
+            self._budget_event(state, event)
 
     def _block(self, budget: Budget, crossing: str) -> None:
         reason = f"blocked: {budget.describe_limit()} exceeded"

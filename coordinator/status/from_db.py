@@ -66,7 +66,16 @@ async def snapshot(store: PostgresStore, orchestration_id: str) -> dict[str, Any
         with database_errors("read barrier points"):
             async with store.pool.acquire() as conn:
                 points = await read_points(conn, orchestration_id)
-    return {"orchestration": orch, "instances": instances, "progress": progress, "sync": points}
+    from coordinator.fleet.store import FleetDb  # several hosts: who runs its instances
+
+    runners = await FleetDb(store.pool).runners_of(orchestration_id)
+    return {
+        "orchestration": orch,
+        "instances": instances,
+        "progress": progress,
+        "sync": points,
+        "runners": runners,
+    }
 
 
 def sync_line(orch: OrchestrationRow, points: list[PointStatus]) -> str | None:
@@ -111,8 +120,21 @@ def render_snapshot(snap: dict[str, Any]) -> Any:
         rows,
         [],
         ReportOptions(budget_visuals=False),
-        extra=[line] if (line := sync_line(orch, snap.get("sync") or [])) else [],
+        extra=[
+            *([line] if (line := sync_line(orch, snap.get("sync") or [])) else []),
+            *runner_lines(snap.get("runners") or []),
+        ],
     )
+
+
+def runner_lines(runners: list[Any]) -> list[str]:
+    """One line per runner of the run: host, name, heartbeat age, capacity, what it holds."""
+    return [
+        f"runner {r.name} on {r.host} [{'lost' if r.lost else r.state}]: heartbeat "
+        f"{fmt_duration(r.heartbeat_age_s)} ago, capacity {r.capacity}, "
+        f"holds {len(r.held)}" + (f" ({', '.join(r.held)})" if r.held else "")
+        for r in runners
+    ]
 
 
 def snapshot_json(snap: dict[str, Any]) -> str:

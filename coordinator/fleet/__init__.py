@@ -1,0 +1,2 @@
+"""Several hosts, one orchestration: submit, runners that claim instances from Postgres
+(on pgqueuer), leases, take-over and the fence."""

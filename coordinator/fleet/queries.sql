@@ -1,0 +1,87 @@
+-- The fleet's statements (tables: sql/010_runners.sql; the queue is pgqueuer's own).
+-- Every value is a $n parameter; nothing is ever formatted into these strings.
+
+-- name: lock_queue_install
+-- Two hosts installing pgqueuer's schema at once: one waits for the other.
+SELECT pg_advisory_lock(hashtext('coordinator.fleet.queue-install'));
+
+-- name: unlock_queue_install
+SELECT pg_advisory_unlock(hashtext('coordinator.fleet.queue-install'));
+
+-- name: register_runner
+INSERT INTO runners (id, name, host, pid, capacity, labels, lease_s)
+VALUES ($1, $2, $3, $4, $5, $6, $7);
+
+-- name: heartbeat_runner
+UPDATE runners SET heartbeat_at = now(), state = $2
+WHERE id = $1;
+
+-- name: stop_runner
+UPDATE runners SET state = 'stopped', stopped_at = now(), heartbeat_at = now()
+WHERE id = $1;
+
+-- name: claim_instance
+-- The fence: every claim (first or take-over) moves the epoch on, under the row lock, so a
+-- write of the previous holder (fenced_rows below) either lands before it or not at all.
+UPDATE instances
+SET claim_epoch = claim_epoch + 1, runner = $3, updated_at = now()
+WHERE orchestration_id = $1 AND name = $2
+RETURNING orchestration_id, name, session_id, status, pid, host,
+          input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
+          cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
+          started_at, ended_at, wait_s, attempts, carry, updated_at, claim_epoch;
+
+-- name: fenced_rows
+-- Which of these instances still carry the epoch of our claim; locked until our write
+-- commits, so no claim slips in between the check and the write.
+SELECT i.name
+FROM instances i
+JOIN unnest($2::text[], $3::integer[]) AS h(name, epoch)
+  ON i.name = h.name AND i.claim_epoch = h.epoch
+WHERE i.orchestration_id = $1
+FOR UPDATE OF i;
+
+-- name: epochs_of
+SELECT i.orchestration_id, i.name, i.claim_epoch, i.runner
+FROM instances i
+JOIN unnest($1::text[], $2::text[]) AS h(orchestration_id, name)
+  ON i.orchestration_id = h.orchestration_id AND i.name = h.name;
+
+-- name: start_orchestration
+-- The first claim of a submitted run: it runs now (runners keep its heartbeat).
+UPDATE orchestrations SET status = 'running', heartbeat_at = now(), updated_at = now()
+WHERE id = $1 AND status = 'queued';
+
+-- name: finish_open_orchestration
+-- Every instance ended: the run's status and results, once (the first finisher wins).
+UPDATE orchestrations
+SET status = $2, results = $3, ended_at = now(), updated_at = now()
+WHERE id = $1 AND status IN ('queued', 'running')
+RETURNING id;
+
+-- name: runners_of
+-- The runners that hold or held an instance of an orchestration, with what they hold now.
+SELECT r.id, r.name, r.host, r.pid, r.capacity, r.labels, r.state, r.lease_s,
+       r.started_at, r.heartbeat_at,
+       EXTRACT(EPOCH FROM (now() - r.heartbeat_at))::double precision AS heartbeat_age_s,
+       (r.state <> 'stopped' AND r.heartbeat_at < now() - make_interval(secs => r.lease_s))
+           AS lost,
+       ARRAY(
+           SELECT i.name FROM instances i
+           WHERE i.orchestration_id = $1 AND i.runner = r.id
+             AND i.status IN ('pending', 'starting', 'running', 'waiting', 'paused', 'retrying',
+                              'rate_limited')
+           ORDER BY i.name
+       ) AS held
+FROM runners r
+WHERE r.id IN (SELECT runner FROM instances WHERE orchestration_id = $1 AND runner IS NOT NULL)
+ORDER BY r.started_at, r.name;
+
+-- name: open_instances
+-- How many instances of a run have not ended (statuses in $2), and whether the run is
+-- still open: the cheap check before building its results.
+SELECT count(*) FILTER (WHERE i.status = ANY($2::text[])) AS open,
+       bool_or(o.status IN ('queued', 'running')) AS run_open
+FROM orchestrations o
+LEFT JOIN instances i ON i.orchestration_id = o.id
+WHERE o.id = $1;

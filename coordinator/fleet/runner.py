@@ -1,0 +1,467 @@
+"""``coordinator runner``: on any host, claim instances from the queue up to a capacity and
+run each with the engine of a one-host run (an :class:`Orchestrator` over that one
+instance of the stored plan, writing the same rows), heartbeat a ``runners`` row and each
+held job, and stop a copy whose claim another runner took over (the epoch moved).
+
+SIGTERM (or SIGINT, SIGHUP) drains: nothing more is claimed, what is held finishes. A
+second signal hands back what is held: each instance is stopped (its whole process group,
+as the engine stops one) and queued again, to be continued by whichever runner claims it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import signal
+import threading
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+from rich.console import Console
+
+from coordinator import app
+from coordinator.budget.rules import BudgetScope
+from coordinator.control.resume import seed_state
+from coordinator.db.postgres import PostgresStore
+from coordinator.engine.instance import Limits
+from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator
+from coordinator.engine.state import InstanceState, Status
+from coordinator.errors import CoordinatorError, DatabaseError
+from coordinator.fleet.budgets import SharedTally
+from coordinator.fleet.finish import finish_if_ended
+from coordinator.fleet.plans import StoredRun, stored_run
+from coordinator.fleet.queue import ClaimedJob, Queue
+from coordinator.fleet.rules import (
+    SELF_FENCE_FRACTION,
+    ClaimAction,
+    decide_claim,
+    entrypoints_for_runner,
+    fenced_out,
+    must_self_fence,
+)
+from coordinator.fleet.store import FencedStore, FleetDb, FleetSink, RunnerIdentity
+from coordinator.settings import Settings
+from runner.guardian import Guardian
+
+log = structlog.get_logger("coordinator.fleet.runner")
+
+UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
+BUDGET_POLL_S = 0.25  # the other runners' spending is read this often (block latency)
+
+
+@dataclass
+class Held:
+    job: ClaimedJob
+    orchestration_id: str
+    name: str
+    epoch: int = 0
+    orch: Orchestrator | None = None
+    run: StoredRun | None = None
+    store: FencedStore | None = None
+    shared: SharedTally = field(default_factory=SharedTally)  # the others' budget use
+    fenced: str | None = None  # why this copy was stopped: another runner has the claim
+    handed_back: str | None = None  # why it was stopped to be queued again
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.orchestration_id, self.name)
+
+
+def transcript_visible(state: InstanceState, env: Mapping[str, str], keep_dir: Path) -> bool:
+    """Can claude on this host see the instance's session (its transcript file)?"""
+    sid = state.plan.session_id
+    dirs = [keep_dir / state.plan.name]  # isolate_config_dir: kept per instance
+    base = env.get("CLAUDE_CONFIG_DIR") or (
+        str(Path(env["HOME"]) / ".claude") if env.get("HOME") else None
+    )
+    if base:
+        dirs.append(Path(base))
+    for root in dirs:
+        with contextlib.suppress(OSError):
+            if any((root / "projects").glob(f"*/{sid}.jsonl")) or any(
+                root.glob(f"*/projects/*/{sid}.jsonl")
+            ):
+                return True
+    return False
+
+
+class Runner:
+    def __init__(
+        self,
+        me: RunnerIdentity,
+        *,
+        store: PostgresStore,
+        queue: Queue,
+        dsn: str,
+        masked: str,
+        settings: Settings,
+        console: Console,
+        database_url: str | None,
+        base_env: Mapping[str, str] | None = None,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.me = me
+        self.store = store
+        self.fleet = FleetDb(store.pool)
+        self.queue = queue
+        self.dsn = dsn
+        self.masked = masked
+        self.settings = settings
+        self.console = console
+        self.database_url = database_url
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.poll_s = poll_s
+        self.entrypoints = entrypoints_for_runner(me.labels)
+        self.held: dict[tuple[str, str], Held] = {}
+        self.draining = False
+        self.handing_back = False
+        self._wake = asyncio.Event()
+        self._runs: dict[str, StoredRun] = {}
+        self._offline: dict[str, dict[str, str] | None] = {}
+        self._stack = AsyncExitStack()
+        self.state_dir = app.state_dir_of(settings)
+        self.guardian: Guardian | None = None
+
+    def say(self, text: str) -> None:
+        self.console.print(f"{self.me.name}: {text}", highlight=False, soft_wrap=True)
+
+    # ------------------------------------------------------------------ main loop
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, self._signal, sig)
+        await self.fleet.register(self.me)
+        labels = ",".join(self.me.labels) or "none"
+        self.say(
+            f"runner on {self.me.host} (pid {self.me.pid}), capacity {self.me.capacity}, "
+            f"labels {labels}, lease {self.me.lease_s:g}s, database {self.masked}"
+        )
+        try:  # one guardian for every instance this runner holds: reaps them if it dies,
+            # and if it is frozen for most of its lease (before another runner may take over)
+            self.guardian = Guardian()
+            self.guardian.watchdog(self.me.lease_s * SELF_FENCE_FRACTION)
+        except OSError as exc:
+            self.guardian = None
+            self.say(f"no shared guardian ({exc}): each instance gets its own")
+        alive = threading.Event()
+        keeper = threading.Thread(target=self._keep_alive, args=(alive,), daemon=True)
+        keeper.start()
+        beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
+        budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
+        try:
+            async with self._stack:
+                while not self.draining:
+                    if len(self.held) < self.me.capacity:
+                        await self._claim()
+                    await self._sleep()
+                if self.held:
+                    self.say(f"draining: finishing {len(self.held)} held instance(s)")
+                tasks = [h.task for h in self.held.values() if h.task is not None]
+                if tasks:
+                    await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            for task in (beat, budgets):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.fleet.stop(self.me.id), 5.0)
+            for sig in STOP_SIGNALS:
+                loop.remove_signal_handler(sig)
+            alive.set()
+            if self.guardian is not None:
+                await asyncio.to_thread(self.guardian.close)
+        self.say("stopped")
+        return 0
+
+    def _keep_alive(self, stop: threading.Event) -> None:
+        """A thread, so that only a frozen process (SIGSTOP, a host paused) falls silent,
+        not a busy event loop: the guardian's watchdog hears it every 0.2 s."""
+        while not stop.wait(0.2):
+            if self.guardian is not None:
+                self.guardian.keepalive()
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if not self.draining:
+            self.draining = True
+            self.say(f"{sig.name}: draining (claiming nothing more; {sig.name} again hands back)")
+        elif not self.handing_back:
+            self.handing_back = True
+            self.say(f"{sig.name} again: handing back {len(self.held)} instance(s)")
+            for held in list(self.held.values()):
+                self._hand_back(held, f"handed back by runner {self.me.name} ({sig.name})")
+        self._wake.set()
+
+    async def _sleep(self) -> None:
+        waits = [
+            asyncio.ensure_future(self.queue.wait_for_work(self.poll_s)),
+            asyncio.ensure_future(self._wake.wait()),
+        ]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        self._wake.clear()
+
+    async def _claim(self) -> None:
+        try:
+            jobs = await self.queue.claim(
+                self.entrypoints, self.me.id, self.me.capacity, self.me.lease_s
+            )
+        except DatabaseError as exc:
+            log.info("claim failed", error=str(exc))
+            return
+        for job in jobs:
+            if job.payload is None:  # not ours: another user of the same queue tables
+                continue
+            held = Held(job, job.payload.orchestration_id, job.payload.instance)
+            self.held[held.key] = held
+            held.task = asyncio.create_task(self._hold(held), name=f"hold:{held.name}")
+
+    # ------------------------------------------------------------------ one instance
+    async def _hold(self, held: Held) -> None:
+        try:
+            await self._run_held(held)
+        except CoordinatorError as exc:  # e.g. its config is not on this host
+            self.say(
+                f"{held.orchestration_id}/{held.name}: {exc}; handed back "
+                f"(due again in {UNRUNNABLE_DELAY_S:g}s)"
+            )
+            with contextlib.suppress(CoordinatorError):
+                await self.queue.hand_back([held.job], UNRUNNABLE_DELAY_S)
+        except Exception:
+            log.exception("instance failed in the runner", instance=held.name)
+            with contextlib.suppress(Exception):
+                await self.queue.hand_back([held.job], UNRUNNABLE_DELAY_S)
+        finally:
+            self.held.pop(held.key, None)
+            self._wake.set()
+
+    async def _stored(self, orchestration_id: str) -> StoredRun:
+        run = self._runs.get(orchestration_id)
+        if run is None:
+            row = await self.store.get_orchestration(orchestration_id)
+            if row is None:
+                raise CoordinatorError(f"orchestration {orchestration_id!r} is not recorded")
+            run = await asyncio.to_thread(
+                stored_run, row, self.settings, self.database_url, need_claude=True
+            )
+            self._runs[orchestration_id] = run
+            if run.req.offline:  # this host's own offline model server for the run
+                self._offline[orchestration_id] = await self._stack.enter_async_context(
+                    app.offline_server(run.req, run.plan)
+                )
+        return run
+
+    async def _run_held(self, held: Held) -> None:
+        run = await self._stored(held.orchestration_id)
+        if run.instance(held.name) is None:
+            raise CoordinatorError(f"instance {held.name!r} is not in the run's config here")
+        claim = await self.fleet.claim(held.orchestration_id, held.name, self.me.id)
+        if claim is None:
+            await self.queue.done([held.job])
+            return
+        held.epoch = claim.epoch
+        plan = run.alone(held.name)
+        store = FencedStore(
+            self.store.pool,
+            held.orchestration_id,
+            held.name,
+            claim.epoch,
+            on_fenced=lambda: self._fence(held, "its row carries a newer claim"),
+        )
+        held.store = store
+        sink = FleetSink(
+            store,
+            self.masked,
+            self.dsn,
+            state_dir=self.state_dir,
+            lease_s=self.settings.lease_s,
+            close_deadline_s=self.settings.db_close_timeout,
+            launch=run.row.launch,
+            reopened=run.row,
+        )
+        req = run.req
+        orch = Orchestrator(
+            plan,
+            base_env=self.base_env,
+            limits=Limits(
+                timeout=plan.timeout,
+                idle_timeout=plan.idle_timeout,
+                max_line_length=req.max_line_length,
+                max_console_lines=max(1, req.max_console_lines or 20),
+                max_line_bytes=req.max_line_bytes,
+            ),
+            sink=sink,
+            instance_env=app.offline_instance_env(self._offline.get(held.orchestration_id)),
+            on_note=lambda text: self.say(f"{held.name}: {text}"),
+            barrier_dsn=self.dsn,
+            handle_signals=False,
+            keep_config_dirs=self.state_dir / "claude-config",
+            shared_guardian=self.guardian,
+        )
+        state = orch.states[held.name]
+        carry = claim.row.carry or {}
+        keep = self.state_dir / "claude-config" / held.orchestration_id
+        visible = transcript_visible(state, self.base_env, keep)
+        action = decide_claim(
+            claim.row.status,
+            claim.row.attempts,
+            bool(carry.get("session_exists", claim.row.attempts > 0)),
+            visible,
+        )
+        if action is ClaimAction.ENDED:
+            await self.queue.done([held.job])
+            await self._maybe_finish(run)
+            return
+        await self.fleet.start_orchestration(held.orchestration_id)
+        if action is not ClaimAction.FIRST:
+            self._take_over(state, claim.row, action)
+            orch.budgets.update(held.name, state.accountant.usage, state.accountant.cost_usd)
+        if shares_budgets(orch):  # what the run's other instances spent counts here too
+            rows = {r.name: r for r in await self.store.list_instances(held.orchestration_id)}
+            orch.budget_events(state, held.shared.apply(orch.budgets, run.plan, held.name, rows))
+        self.say(f"claimed {held.orchestration_id}/{held.name} (epoch {claim.epoch}, {action})")
+        held.run = run
+        held.orch = orch
+        if held.handed_back or held.fenced:  # a signal came while it was being claimed
+            orch.cancel(held.handed_back or held.fenced or "")
+        outcome = await orch.run()
+        if held.handed_back and not held.fenced and state.status is not Status.COMPLETED:
+            state.status = Status.RETRYING  # unfinished: whoever claims it next continues it
+            state.reason = state.last_event = held.handed_back
+            sink.instance_changed(state)
+        if held.fenced is None:  # the job is ours to finish or hand back only if the claim is
+            with contextlib.suppress(DatabaseError):
+                now = await self.fleet.epochs([held.key])
+                if fenced_out(held.epoch, now.get(held.key)):
+                    self._fence(held, "another runner took it over meanwhile")
+        status = "completed" if outcome.exit_code == 0 else "failed"
+        await sink.close(status, {"orchestration_id": held.orchestration_id})
+        if held.fenced:
+            self.say(f"{held.name}: copy stopped ({held.fenced}); the other runner goes on")
+            return  # the job is the other runner's now: not ours to finish or hand back
+        if held.handed_back and state.status is not Status.COMPLETED:
+            await self.queue.hand_back([held.job])
+            self.say(f"{held.name}: handed back")
+            return
+        await self.queue.done([held.job])
+        self.say(f"{held.name}: {state.status.value}")
+        await self._maybe_finish(run)
+
+    def _take_over(self, state: InstanceState, row: object, action: ClaimAction) -> None:
+        """Seed the state from the row the previous holder left (tokens, attempts, the
+        session) and record the lost attempt as such."""
+        from coordinator.db.rows import InstanceRow
+
+        assert isinstance(row, InstanceRow)
+        if action is ClaimAction.RESTART:  # its transcript is not here: start again
+            carry = dict(row.carry or {})
+            carry.update(turns_done=0, turns_sent=0, session_exists=False)
+            row = dataclasses.replace(row, carry=carry)
+        seed_state(state, row, relaunch=True)
+        then = (
+            f"taken over by runner {self.me.name}: continues its session"
+            if action is ClaimAction.CONTINUE
+            else f"taken over by runner {self.me.name}: a new attempt from the start "
+            "(its session's transcript is not visible on this host)"
+        )
+        if state.attempt_log and state.attempt_log[-1].status == "lost":
+            state.attempt_log[-1] = dataclasses.replace(
+                state.attempt_log[-1], error="its runner stopped", then=then
+            )
+        elif state.attempt_log:
+            state.attempt_log[-1] = dataclasses.replace(state.attempt_log[-1], then=then)
+        state.last_event = then
+
+    async def _maybe_finish(self, run: StoredRun) -> None:
+        with contextlib.suppress(DatabaseError):
+            if await finish_if_ended(self.store, self.fleet, run):
+                self.say(f"{run.row.id}: every instance ended; results recorded")
+
+    # ------------------------------------------------------------------ fence, hand back
+    def _fence(self, held: Held, why: str) -> None:
+        if held.fenced is not None:
+            return
+        held.fenced = f"claim lost: {why}"
+        if held.store is not None:
+            held.store.fenced = True
+        if held.orch is not None:
+            held.orch.cancel(held.fenced)
+
+    def _hand_back(self, held: Held, why: str) -> None:
+        if held.handed_back is not None or held.fenced is not None:
+            return
+        held.handed_back = why
+        if held.orch is not None:
+            held.orch.cancel(why)
+
+    async def _budgets(self) -> None:
+        """The run's overall and per-command budgets across runners: every BUDGET_POLL_S,
+        the other instances' rows are added to each held engine's shared budgets; a
+        crossing in block mode stops the instance here as a crossing of its own would."""
+        while True:
+            await asyncio.sleep(BUDGET_POLL_S)
+            by_run: dict[str, list[Held]] = {}
+            for held in list(self.held.values()):
+                if held.orch is not None and held.fenced is None and shares_budgets(held.orch):
+                    by_run.setdefault(held.orchestration_id, []).append(held)
+            for orch_id, helds in by_run.items():
+                try:
+                    rows = {r.name: r for r in await self.store.list_instances(orch_id)}
+                except DatabaseError as exc:
+                    log.info("budget rows unavailable", error=str(exc))
+                    continue
+                for held in helds:
+                    assert held.orch is not None and held.run is not None
+                    state = held.orch.states[held.name]
+                    events = held.shared.apply(held.orch.budgets, held.run.plan, held.name, rows)
+                    if events:
+                        held.orch.budget_events(state, events)
+
+    async def _beat(self) -> None:
+        """Every lease/3: first the fence (a runner back from a stop sees the epochs moved
+        and stops those copies before anything else), then the jobs' and the runner's
+        heartbeat. Not renewed for most of the lease: stop every copy (self-fence)."""
+        loop = asyncio.get_running_loop()
+        renewed = loop.time()
+        interval = self.me.lease_s / 3
+        while True:
+            slept = loop.time()
+            await asyncio.sleep(interval)
+            frozen = loop.time() - slept - interval
+            if must_self_fence(frozen, self.me.lease_s):  # this process was stopped: the
+                for held in list(self.held.values()):  # guardian's watchdog reaped them
+                    self._hand_back(
+                        held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
+                    )
+            try:
+                live = [h for h in self.held.values() if h.fenced is None and h.epoch]
+                epochs = await self.fleet.epochs([h.key for h in live])
+                for held in live:
+                    if fenced_out(held.epoch, epochs.get(held.key)):
+                        self._fence(held, "another runner took it over after this one's lease")
+                live = [h for h in live if h.fenced is None]
+                await self.queue.heartbeat([h.job for h in live])
+                await self.fleet.heartbeat(self.me.id, "draining" if self.draining else "running")
+                renewed = loop.time()
+            except DatabaseError as exc:
+                log.info("runner heartbeat failed", error=str(exc))
+                if must_self_fence(loop.time() - renewed, self.me.lease_s):
+                    for held in list(self.held.values()):
+                        self._hand_back(
+                            held,
+                            f"lease not renewed for {loop.time() - renewed:.0f}s "
+                            "(database unreachable): stopped so no other copy overlaps",
+                        )
+
+
+def shares_budgets(orch: Orchestrator) -> bool:
+    return any(b.scope is not BudgetScope.INSTANCE for b in orch.budgets.budgets)

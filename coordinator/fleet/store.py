@@ -1,0 +1,228 @@
+"""The fleet's rows: runners, claims and their epochs, and the fenced store a runner's
+engine writes through (the same instance rows as a one-host run, but only while the row
+still carries the epoch of this runner's claim)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from coordinator.db.journal import JournalEntry, write_journal
+from coordinator.db.postgres import (
+    PostgresStore,
+    _columns,
+    _instance,
+    _instance_args,
+    database_errors,
+    query,
+)
+from coordinator.db.rows import InstanceRow, OrchestrationRow
+from coordinator.engine.db_sink import DbSink
+from coordinator.fleet.queue import _sql
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerIdentity:
+    id: uuid.UUID
+    name: str
+    host: str
+    pid: int
+    capacity: int
+    labels: tuple[str, ...]
+    lease_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerRow:
+    id: uuid.UUID
+    name: str
+    host: str
+    pid: int
+    capacity: int
+    labels: tuple[str, ...]
+    state: str
+    lease_s: float
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age_s: float
+    lost: bool
+    held: tuple[str, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
+            "capacity": self.capacity,
+            "labels": list(self.labels),
+            "state": "lost" if self.lost else self.state,
+            "heartbeat_age_s": round(self.heartbeat_age_s, 1),
+            "held": list(self.held),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    row: InstanceRow
+    epoch: int
+
+
+class FleetDb:
+    """Named statements of ``coordinator/fleet/queries.sql`` on the store's pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def register(self, me: RunnerIdentity) -> None:
+        with database_errors("register runner"):
+            await self.pool.execute(
+                _sql("register_runner"),
+                me.id,
+                me.name,
+                me.host,
+                me.pid,
+                me.capacity,
+                list(me.labels),
+                me.lease_s,
+            )
+
+    async def heartbeat(self, runner_id: uuid.UUID, state: str) -> None:
+        with database_errors("runner heartbeat"):
+            await self.pool.execute(_sql("heartbeat_runner"), runner_id, state)
+
+    async def stop(self, runner_id: uuid.UUID) -> None:
+        with database_errors("stop runner"):
+            await self.pool.execute(_sql("stop_runner"), runner_id)
+
+    async def claim(self, orchestration_id: str, name: str, runner_id: uuid.UUID) -> Claim | None:
+        with database_errors("claim instance"):
+            record = await self.pool.fetchrow(
+                _sql("claim_instance"), orchestration_id, name, runner_id
+            )
+        if record is None:
+            return None
+        values = dict(record.items())
+        epoch = int(values.pop("claim_epoch"))
+        return Claim(_instance_from(values), epoch)
+
+    async def epochs(self, held: Sequence[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """The current claim epoch of each (orchestration, instance); absent: no row."""
+        if not held:
+            return {}
+        with database_errors("read claim epochs"):
+            records = await self.pool.fetch(
+                _sql("epochs_of"), [o for o, _ in held], [n for _, n in held]
+            )
+        return {(r["orchestration_id"], r["name"]): int(r["claim_epoch"]) for r in records}
+
+    async def start_orchestration(self, orchestration_id: str) -> None:
+        with database_errors("start orchestration"):
+            await self.pool.execute(_sql("start_orchestration"), orchestration_id)
+
+    async def finish_open(
+        self, orchestration_id: str, status: str, results: dict[str, Any]
+    ) -> bool:
+        with database_errors("finish orchestration"):
+            done = await self.pool.fetchval(
+                _sql("finish_open_orchestration"), orchestration_id, status, results
+            )
+        return done is not None
+
+    async def open_instances(self, orchestration_id: str, unfinished: Sequence[str]) -> int:
+        """Instances not ended yet; -1 when the run is closed already (or unknown)."""
+        with database_errors("count open instances"):
+            record = await self.pool.fetchrow(
+                _sql("open_instances"), orchestration_id, list(unfinished)
+            )
+        if record is None or not record["run_open"]:
+            return -1
+        return int(record["open"])
+
+    async def runners_of(self, orchestration_id: str) -> list[RunnerRow]:
+        with database_errors("list runners"):
+            records = await self.pool.fetch(_sql("runners_of"), orchestration_id)
+        return [
+            RunnerRow(
+                **{
+                    **dict(r.items()),
+                    "id": uuid.UUID(str(r["id"])),
+                    "labels": tuple(r["labels"]),
+                    "held": tuple(r["held"]),
+                }
+            )
+            for r in records
+        ]
+
+
+def _instance_from(values: dict[str, Any]) -> InstanceRow:
+    return _instance(values)  # reads .items(), as of a record
+
+
+class FencedStore(PostgresStore):
+    """What one claimed instance's engine writes through: its instance rows only while they
+    carry ``epoch`` (else they are dropped and ``on_fenced`` is told); the orchestration is
+    never finished by it (the fleet finishes a run once every instance ended)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        orchestration_id: str,
+        name: str,
+        epoch: int,
+        on_fenced: Callable[[], None],
+    ) -> None:
+        super().__init__(pool, owns_pool=False)
+        self.orchestration_id = orchestration_id
+        self.name = name
+        self.epoch = epoch
+        self._on_fenced = on_fenced
+        self.fenced = False
+
+    async def upsert_instances(self, rows: Sequence[InstanceRow]) -> None:
+        mine = [r for r in rows if r.key == (self.orchestration_id, self.name)]
+        if not mine or self.fenced:
+            return
+        newest = mine[-1]
+        with database_errors("write instances"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                allowed = await conn.fetch(
+                    _sql("fenced_rows"), self.orchestration_id, [self.name], [self.epoch]
+                )
+                if not allowed:
+                    self.fenced = True
+                else:
+                    await conn.execute(
+                        query("upsert_instances"), *_columns([newest], _instance_args)
+                    )
+        if self.fenced:
+            self._on_fenced()
+
+    async def finish_orchestration(
+        self, orchestration_id: str, status: str, results: dict[str, object] | None
+    ) -> OrchestrationRow:
+        row = await self.get_orchestration(orchestration_id)
+        assert row is not None
+        return row
+
+
+class FleetSink(DbSink):
+    """The engine's database sink, for one claimed instance: what the database did not
+    take by the end is journalled like a one-host run's rows, but without the run's final
+    status (one instance ending does not end the run; the fleet finishes it)."""
+
+    def _journal(self, status: str, results: dict[str, Any]) -> None:
+        assert self._orch is not None
+        instances, checkpoints = self.writer.take_unwritten()
+        entry = JournalEntry(self._orch, instances, checkpoints, None)
+        self.journalled = write_journal(self.state_dir, entry)
+        self._note(
+            f"database unreachable at the end: {entry.rows} row(s) journalled to "
+            f"{self.journalled}; the next coordinator command that reaches the database "
+            "writes them"
+        )

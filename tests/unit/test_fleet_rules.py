@@ -1,0 +1,134 @@
+"""The fleet's pure decisions: queues per label set, payloads, claims, the fence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from coordinator.errors import UsageError
+from coordinator.fleet.rules import (
+    ClaimAction,
+    JobPayload,
+    decide_claim,
+    entrypoint_for,
+    entrypoints_for_runner,
+    fenced_out,
+    must_self_fence,
+    not_before_s,
+    parse_labels,
+)
+
+
+def test_an_instance_queue_is_its_sorted_label_set() -> None:
+    assert entrypoint_for([]) == "coordinator"
+    assert entrypoint_for(["gpu", "arm", "gpu"]) == "coordinator:arm,gpu"
+
+
+def test_a_runner_serves_every_subset_of_its_labels_and_nothing_more() -> None:
+    eps = entrypoints_for_runner(["gpu", "arm"])
+    assert sorted(eps) == sorted(
+        ["coordinator", "coordinator:arm", "coordinator:gpu", "coordinator:arm,gpu"]
+    )
+    assert entrypoint_for(["gpu", "linux"]) not in eps
+    assert entrypoints_for_runner([]) == ["coordinator"]
+    with pytest.raises(UsageError, match="at most 8"):
+        entrypoints_for_runner([f"l{i}" for i in range(9)])
+
+
+def test_labels_flag() -> None:
+    assert parse_labels("gpu, arm,,gpu") == ("arm", "gpu")
+    assert parse_labels(None) == ()
+    with pytest.raises(UsageError, match="'a b'"):
+        parse_labels("a b")
+
+
+def test_payload_round_trip_and_foreign_payloads() -> None:
+    payload = JobPayload("orch-1", "w2")
+    assert JobPayload.decode(payload.encode()) == payload
+    for raw in (None, b"", b"not json", b"[1]", b'{"o": 1, "i": "x"}'):
+        assert JobPayload.decode(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "attempts", "session", "visible", "action"),
+    [
+        ("pending", 0, False, False, ClaimAction.FIRST),
+        ("running", 1, True, True, ClaimAction.CONTINUE),
+        ("running", 1, True, False, ClaimAction.RESTART),
+        ("retrying", 2, False, True, ClaimAction.RESTART),
+        ("pending", 1, True, True, ClaimAction.CONTINUE),  # handed back before it started
+        ("completed", 1, True, True, ClaimAction.ENDED),
+        ("failed", 1, True, False, ClaimAction.ENDED),
+        ("blocked", 1, True, False, ClaimAction.ENDED),
+    ],
+)
+def test_what_a_claim_means(
+    status: str, attempts: int, session: bool, visible: bool, action: ClaimAction
+) -> None:
+    assert decide_claim(status, attempts, session, visible) is action
+
+
+def test_fence_and_self_fence() -> None:
+    assert not fenced_out(3, 3)
+    assert fenced_out(3, 4)
+    assert fenced_out(3, None)
+    assert not must_self_fence(10.0, 30.0)
+    assert must_self_fence(18.0, 30.0)  # well before the lease others wait out
+
+
+def test_not_before() -> None:
+    assert not_before_s(2.0, 0.0) == 2.0
+    assert not_before_s(2.0, 3600.0) == 3602.0
+    assert not_before_s(0.0, -5.0) == 0.0
+
+
+def test_shared_budgets_add_the_other_runners_use_once() -> None:
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from coordinator.budget.rules import budgets_from_plan
+    from coordinator.config import parse_config
+    from coordinator.db.rows import InstanceRow
+    from coordinator.fleet.budgets import SharedTally
+    from coordinator.plan import RunOptions, build_plan
+
+    config = parse_config(
+        {
+            "orchestration": {
+                "budget": {"overall_tokens": 1000, "command_budgets": {"/x": 500}},
+            },
+            "instances": [
+                {"name": "a", "command": "/x go"},
+                {"name": "b", "command": "/x go"},
+                {"name": "c", "command": "/y go"},
+            ],
+        }
+    )
+    plan = build_plan(
+        config,
+        RunOptions(orchestration_id="t"),
+        claude_bin="claude",
+        config_path=None,
+        cwd=Path("/tmp"),
+        now=datetime.now(UTC),
+    )
+    alone = dataclasses.replace(plan, instances=plan.instances[:1])  # the engine of "a"
+    book = budgets_from_plan(alone)
+    tally = SharedTally()
+
+    def row(name: str, tokens: int) -> InstanceRow:
+        return InstanceRow("t", name, "running", input_tokens=tokens, total_tokens=tokens)
+
+    events = tally.apply(book, plan, "a", {"a": row("a", 999), "b": row("b", 300)})
+    assert events == []  # a's own row is not counted twice; b's 300 is under both
+    events = tally.apply(book, plan, "a", {"b": row("b", 450), "c": row("c", 400)})
+    by_key = {e.budget.key: e for e in events}
+    assert book.budgets[0].used == 850  # overall: b and c
+    assert by_key["overall"].threshold == 80 and not by_key["overall"].exceeded
+    assert by_key["command:/x"].threshold == 80  # only b runs /x
+    events = tally.apply(book, plan, "a", {"b": row("b", 600), "c": row("c", 401)})
+    assert {(e.budget.key, e.exceeded) for e in events if e.exceeded} == {
+        ("overall", True),
+        ("command:/x", True),
+    }
