@@ -23,6 +23,7 @@ from coordinator.report.facts import (
     facts_from_results,
     instance_from_result,
 )
+from coordinator.status.from_db import resolve_id
 
 QUERIES_FILE = Path(__file__).with_name("queries.sql")
 MAX_RESULTS_BYTES = 512 * 1024 * 1024
@@ -55,15 +56,6 @@ def facts_from_file(path: Path) -> RunFacts:
         return facts_from_results(doc)
     except ReportInputError as exc:
         raise ReportInputError(f"results file {path}: {exc}") from None
-
-
-async def resolve_id(store: PostgresStore, orchestration_id: str | None) -> str:
-    if orchestration_id:
-        return orchestration_id
-    latest = await store.latest_orchestration_id()
-    if latest is None:
-        raise UsageError("no orchestration recorded in this database yet")
-    return latest
 
 
 async def facts_from_store(
