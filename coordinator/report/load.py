@@ -1,7 +1,6 @@
 """Where a report's run comes from: a results file, or Postgres (any host). A finished run's
 stored results are the same document as its file; a run still going (or lost) is read
-from its instance rows, checkpoints and config. ``instances.measures`` (migration 007) is
-read when the column exists, so this works on databases before and after it."""
+from its instance rows (their ``measures``, migration 007), checkpoints and config."""
 
 from __future__ import annotations
 
@@ -77,7 +76,7 @@ async def facts_from_store(
             run = replace(run, status=orch.status)
     else:
         instances = await store.list_instances(orch_id)
-        measures = await _measures(store, orch_id)
+        measures = {row.name: row.measures for row in instances if row.measures}
         checkpoints = await store.list_checkpoints(orch_id)
         try:
             run = facts_from_rows(orch, instances, checkpoints, measures)
@@ -97,15 +96,6 @@ async def checkpoint_points(store: PostgresStore, orch_id: str) -> list[Point]:
     return [
         (r["scenario_id"], r["progress_pct"], r["timestamp_unix"], r["metrics"]) for r in records
     ]
-
-
-async def _measures(store: PostgresStore, orch_id: str) -> dict[str, Any]:
-    with database_errors("read measures"):
-        async with store.pool.acquire() as conn:
-            if not await conn.fetchval(_query("measures_column_exists")):
-                return {}
-            records = await conn.fetch(_query("instance_measures"), orch_id)
-    return {r["name"]: r["measures"] for r in records if r["measures"]}
 
 
 def _epoch(value: datetime | None) -> float | None:
