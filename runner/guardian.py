@@ -26,6 +26,8 @@ import time
 
 import psutil
 
+from runner.groups import group_alive
+
 GRACE_S = 2.0
 
 
@@ -34,11 +36,8 @@ def _alive(
 ) -> tuple[set[int], list[psutil.Process]]:
     live_groups = set()
     for pgid in groups:
-        try:
-            os.killpg(pgid, 0)
+        if group_alive(pgid):
             live_groups.add(pgid)
-        except (ProcessLookupError, PermissionError):
-            continue
     live_procs = []
     for pid, created in procs:
         with contextlib.suppress(psutil.Error):

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import psutil
 
+from runner.groups import group_alive
+
 PR_SET_CHILD_SUBREAPER = 36
 READ_CHUNK = 1 << 18
 MARK_ENV = "COORDINATOR_INSTANCE_MARK"
@@ -296,11 +298,7 @@ class InstanceProcess:
         return list(out.values())
 
     def _group_alive(self) -> bool:
-        try:
-            os.killpg(self.pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return group_alive(self.pgid)
 
     def _signal_all(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

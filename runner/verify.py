@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner.groups import group_alive
 from runner.process import InstanceProcess, spawn_failure
 
 STDOUT_TAIL = 1 << 16  # the last line is what counts; a tail is plenty
@@ -98,8 +98,4 @@ async def _drain(read: Callable[[], Awaitable[bytes]], into: bytearray) -> None:
 
 
 def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
+    return group_alive(pgid)

@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from coordinator.report.compare import compare
@@ -78,15 +79,22 @@ def run_chromium(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def group_gone(pgid: int, deadline_s: float = 10.0) -> bool:
-    """No process of the group is left (polled: killed helpers take a moment to go)."""
+    """No live process of the group is left (polled: killed helpers take a moment to go).
+    A zombie counts as gone: the helpers are re-parented to PID 1, and not every init reaps
+    (a container's often does not), so ``killpg(pgid, 0)`` would still find them."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not any(_alive_in(proc, pgid) for proc in psutil.process_iter()):
             return True
         time.sleep(0.05)
     return False
+
+
+def _alive_in(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, psutil.Error):
+        return False
 
 
 def sections(dom: str) -> dict[str, str]:
