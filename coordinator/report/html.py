@@ -202,21 +202,26 @@ def _progress_points(inst: InstanceFacts) -> list[tuple[float, Any]]:
     return [(t, v) for t, v in raw if v is not None]
 
 
+def _line_trace(
+    name: str, joined: tuple[list[float | None], list[Any], list[str]], **style: Any
+) -> go.Scatter:
+    """One group's line over time: ``joined`` is what :func:`_joined` returns."""
+    xs, ys, names = joined
+    return go.Scatter(
+        x=xs,
+        y=ys,
+        mode="lines+markers",
+        name=label(name),
+        hovertext=names,
+        hoverinfo="text+x+y",
+        **style,
+    )
+
+
 def progress_figure(run: RunFacts) -> go.Figure:
     fig = go.Figure()
     for name, members in _line_groups(run):
-        xs, ys, names = _joined(members, _progress_points)
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=ys,
-                mode="lines+markers",
-                name=label(name),
-                line={"shape": "hv"},
-                hovertext=names,
-                hoverinfo="text+x+y",
-            )
-        )
+        fig.add_trace(_line_trace(name, _joined(members, _progress_points), line={"shape": "hv"}))
     fig.update_layout(
         title="Progress over time",
         xaxis_title="seconds since the run started",
@@ -240,22 +245,14 @@ def tokens_figure(run: RunFacts) -> go.Figure:
                     if getattr(p, attr) is not None
                 ]
 
-            xs, ys, names = _joined(members, pick)
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=ys,
-                    mode="lines+markers",
-                    name=label(name),
-                    legendgroup=label(name),
-                    showlegend=col == 1,
-                    line={"color": colour},
-                    hovertext=names,
-                    hoverinfo="text+x+y",
-                ),
-                row=1,
-                col=col,
+            trace = _line_trace(
+                name,
+                _joined(members, pick),
+                legendgroup=label(name),
+                showlegend=col == 1,
+                line={"color": colour},
             )
+            fig.add_trace(trace, row=1, col=col)
     fig.update_xaxes(title_text="seconds since the run started")
     fig.update_layout(title="Tokens and cost over time", height=380)
     return fig

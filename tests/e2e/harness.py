@@ -11,6 +11,8 @@ from typing import Any
 
 from coordinator.claude_bin import PROJECT_LOCAL
 from coordinator.config import parse_config
+from coordinator.engine.instance import Limits
+from coordinator.engine.orchestrator import Orchestrator, RunOutcome
 from coordinator.offline.server import ModelServer
 from coordinator.plan import PlannedInstance, RunOptions, RunPlan, build_plan
 
@@ -54,3 +56,20 @@ def base_env() -> dict[str, str]:
         for k, v in os.environ.items()
         if k != "CLAUDE_CONFIG_DIR" and not k.startswith("CLAUDE_CODE_")
     }
+
+
+async def run_offline(
+    plan: RunPlan, script: dict[str, Any], home: Path, *, timeout: float = 120, **kw: Any
+) -> tuple[Orchestrator, RunOutcome, ModelServer]:
+    """``plan`` through real claude against an offline server playing ``script``; the
+    orchestrator (``kw``: its other arguments), the outcome and the server, stopped."""
+    async with ModelServer(script) as server:
+        orch = Orchestrator(
+            plan,
+            base_env=base_env(),
+            limits=Limits(timeout=timeout),
+            instance_env=offline_env(server, home),
+            **kw,
+        )
+        outcome = await orch.run()
+    return orch, outcome, server

@@ -18,7 +18,7 @@ from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator
 from coordinator.engine.state import Status
 from coordinator.offline.server import ModelServer
-from tests.e2e.harness import base_env, offline_env, offline_plan
+from tests.e2e.harness import base_env, offline_env, offline_plan, run_offline
 from tests.e2e.test_offline_run import respond, served_prefixes
 from tests.engine.helpers import alive_cmdlines
 
@@ -49,14 +49,7 @@ async def run(tmp_path: Path, instances: list[dict[str, Any]], script: dict[str,
         "instances": instances,
     }
     plan = offline_plan(tmp_path, config, "attempts")
-    async with ModelServer(script) as server:
-        orch = Orchestrator(
-            plan,
-            base_env=base_env(),
-            limits=Limits(timeout=60),
-            instance_env=offline_env(server, tmp_path / "home"),
-        )
-        outcome = await orch.run()
+    _orch, outcome, server = await run_offline(plan, script, tmp_path / "home", timeout=60)
     for state in outcome.states:
         assert alive_cmdlines(state.plan.session_id) == [], state.name
     return outcome, server

@@ -21,10 +21,9 @@ from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator
 from coordinator.engine.state import Status
 from coordinator.offline.launch import start_offline_server
-from coordinator.offline.server import ModelServer
 from coordinator.plan import RunOptions, build_plan
 from coordinator.results import build_results
-from tests.e2e.harness import base_env, offline_env, offline_plan
+from tests.e2e.harness import base_env, offline_plan, run_offline
 from tests.engine.helpers import ROOT
 
 pytestmark = pytest.mark.claude
@@ -155,14 +154,7 @@ async def test_quality_is_the_pass_ratio_of_the_junit_file_the_instance_tests_wr
         ],
     }
     plan = offline_plan(tmp_path, config, "measures")
-    async with ModelServer(script) as server:
-        orch = Orchestrator(
-            plan,
-            base_env=base_env(),
-            limits=Limits(timeout=120),
-            instance_env=offline_env(server, tmp_path / "home"),
-        )
-        outcome = await orch.run()
+    _orch, outcome, server = await run_offline(plan, script, tmp_path / "home")
     results = build_results(plan, outcome)
     by_name = {i["name"]: i for i in results["instances"]}
     expected = {"a": (2 / 3, False), "b": (1.0, True)}
@@ -290,14 +282,7 @@ async def test_structured_output_is_the_quality_of_an_instance_without_verify(
     (inst,) = plan.instances
     flag = inst.argv.index("--json-schema")
     assert json.loads(inst.argv[flag + 1]) == schema
-    async with ModelServer(script) as server:
-        orch = Orchestrator(
-            plan,
-            base_env=base_env(),
-            limits=Limits(timeout=120),
-            instance_env=offline_env(server, tmp_path / "home"),
-        )
-        outcome = await orch.run()
+    _orch, outcome, _server = await run_offline(plan, script, tmp_path / "home")
     (state,) = outcome.states
     assert state.status is Status.COMPLETED, (state.error, list(state.stderr_tail))
     assert state.accountant.last_result is not None

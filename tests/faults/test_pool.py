@@ -171,11 +171,9 @@ async def test_sharing_sends_the_first_instances_entries_in_the_seconds_later_tu
     """With ``pool.share``, beta's second turn (held by lockstep until alpha finished its
     turn) carries the digest of alpha's entries: asserted on the request the model server
     received."""
-    from coordinator.engine.instance import Limits
-    from coordinator.engine.orchestrator import Orchestrator
     from coordinator.engine.state import Status
-    from coordinator.offline.server import ModelServer
-    from tests.e2e.harness import base_env, offline_env, offline_plan
+    from tests.e2e.harness import offline_plan
+    from tests.e2e.harness import run_offline as run_with_server
 
     config = {
         "orchestration": {"pool": {"share": True}, "sync": {"mode": "lockstep"}},
@@ -209,15 +207,7 @@ async def test_sharing_sends_the_first_instances_entries_in_the_seconds_later_tu
         }
     }
     plan = offline_plan(tmp_path, config, "orch-pool-share")
-    async with ModelServer(script) as server:
-        orch = Orchestrator(
-            plan,
-            base_env=base_env(),
-            limits=Limits(timeout=120),
-            instance_env=offline_env(server, tmp_path / "home"),
-            guardian=False,
-        )
-        outcome = await orch.run()
+    _orch, outcome, server = await run_with_server(plan, script, tmp_path / "home", guardian=False)
     for state in outcome.states:
         assert state.status is Status.COMPLETED, (state.error, list(state.stderr_tail))
     later = [r for r in server.requests if r.key == "beta" and "then work" in r.last_user_text]

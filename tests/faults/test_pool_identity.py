@@ -12,11 +12,8 @@ from typing import Any
 
 import pytest
 
-from coordinator.engine.instance import Limits
-from coordinator.engine.orchestrator import Orchestrator
 from coordinator.engine.state import Status
-from coordinator.offline.server import ModelServer
-from tests.e2e.harness import base_env, offline_env, offline_plan
+from tests.e2e.harness import offline_plan, run_offline
 
 ECHO = 'echo "$CLAUDE_INSTANCE|$SCENARIO_ID|$ORCHESTRATION_ID|$PROJECT_ROOT" > ids.txt'
 
@@ -54,15 +51,7 @@ CONFIG: dict[str, Any] = {
 async def test_a_bash_tool_of_real_claude_sees_its_identity(tmp_path: Path) -> None:
     plan = offline_plan(tmp_path, CONFIG, "orch-identity-1")
     script = {"conversations": {n: _echoing(n) for n in ("alpha", "beta")}}
-    async with ModelServer(script) as server:
-        orch = Orchestrator(
-            plan,
-            base_env=base_env(),
-            limits=Limits(timeout=120),
-            instance_env=offline_env(server, tmp_path / "home"),
-            guardian=False,
-        )
-        outcome = await orch.run()
+    _orch, outcome, _server = await run_offline(plan, script, tmp_path / "home", guardian=False)
     for state in outcome.states:
         assert state.status is Status.COMPLETED, (state.error, list(state.stderr_tail))
     alpha = (tmp_path / "ws-alpha" / "ids.txt").read_text().strip()
