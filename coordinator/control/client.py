@@ -61,6 +61,26 @@ def refuse_unless_live(orch: OrchestrationRow, then: str = "; nothing was sent")
     raise ControlError(f"orchestration {orch.id} is not running ({orch.status}){then}")
 
 
+async def refuse_unless_served(store: PostgresStore, orch: OrchestrationRow) -> None:
+    """A one-host run needs its live coordinator; a fleet run (submitted, or ``run
+    --fleet``) needs one live runner, which takes the command for every runner."""
+    from coordinator.fleet.store import FleetDb
+
+    fleet = FleetDb(store.pool)
+    if await fleet.fleet_kind(orch.id) is None:
+        refuse_unless_live(orch)
+        return
+    if orch.status not in ("queued", "running", "lost"):
+        raise ControlError(
+            f"orchestration {orch.id} is not running ({orch.status}); nothing was sent"
+        )
+    if await fleet.live_runners() == 0:
+        raise ControlError(
+            f"orchestration {orch.id}: no live runner serves it (start `coordinator runner`); "
+            "nothing was sent"
+        )
+
+
 async def resolve(store: PostgresStore, args: Sequence[str]) -> tuple[OrchestrationRow, list[str]]:
     """The orchestration an ``[ID] [NAME...]`` command line means, and the names."""
     recent = await store.list_orchestrations(NEWEST_SCANNED)
@@ -96,7 +116,7 @@ async def send_and_wait(
     NoAckError (exit 1): no acknowledgement within ``wait_s`` (then it is withdrawn, so
     it is never applied later, or it was taken and the line says it may have been)."""
     orch, names = await resolve(store, args)
-    refuse_unless_live(orch)
+    await refuse_unless_served(store, orch)
     known, complete = await instance_names(store, orch)
     if complete:
         check_names(orch.id, names, known)
@@ -134,7 +154,7 @@ async def _wait_for_ack(
         if now >= next_check:  # its coordinator may have died since
             next_check = now + 1.0
             orch = await store.get_orchestration(sent.orchestration_id)
-            gone = orch is not None and orch.status != "running"
+            gone = orch is not None and orch.status not in ("running", "queued")
             if gone and orch is not None and await channel.withdraw(sent.id):
                 refuse_unless_live(orch)
         if now >= deadline:

@@ -85,3 +85,86 @@ SELECT count(*) FILTER (WHERE i.status = ANY($2::text[])) AS open,
 FROM orchestrations o
 LEFT JOIN instances i ON i.orchestration_id = o.id
 WHERE o.id = $1;
+
+-- name: mark_fleet
+-- A run whose instances runners claim: 'submitted' (the label queues) or 'hosted'
+-- (`run --fleet`: queues of its own, $3).
+UPDATE orchestrations SET fleet = $2, fleet_entrypoints = $3
+WHERE id = $1;
+
+-- name: hosted_runs
+-- Open `run --fleet` runs and their queues: runners with the labels join them.
+SELECT id, fleet_entrypoints
+FROM orchestrations
+WHERE fleet = 'hosted' AND status IN ('queued', 'running');
+
+-- name: fleet_kind
+SELECT fleet FROM orchestrations WHERE id = $1;
+
+-- name: live_runners
+-- Runners whose lease is current (any run: a runner serves every run it can).
+SELECT count(*)
+FROM runners
+WHERE state <> 'stopped' AND heartbeat_at >= now() - make_interval(secs => lease_s);
+
+-- name: open_fleet_commands
+-- Control commands nobody took yet, of open runs whose instances runners hold.
+SELECT c.id, c.orchestration_id, c.verb, c.instances, c.requested_by, c.requested_at,
+       c.taken_at, c.acked_at, c.outcome, c.error, c.withdrawn_at
+FROM control_commands c
+JOIN orchestrations o ON o.id = c.orchestration_id
+WHERE o.fleet IS NOT NULL AND o.status IN ('queued', 'running')
+  AND c.taken_at IS NULL AND c.acked_at IS NULL AND c.withdrawn_at IS NULL
+ORDER BY c.id;
+
+-- name: command_targets
+-- The instances a command names ($2; empty: every one) as the runner taking it sees them.
+SELECT i.name, i.status, i.runner
+FROM instances i
+WHERE i.orchestration_id = $1 AND (cardinality($2::text[]) = 0 OR i.name = ANY($2::text[]))
+ORDER BY i.name;
+
+-- name: set_wants
+-- The command's verb becomes the latest want of each instance it reaches.
+INSERT INTO fleet_wants (orchestration_id, name, command_id, verb, reason)
+SELECT $1, n, $2, $3, $4 FROM unnest($5::text[]) AS n
+ON CONFLICT (orchestration_id, name) DO UPDATE
+SET command_id = EXCLUDED.command_id, verb = EXCLUDED.verb, reason = EXCLUDED.reason,
+    set_at = now(), applied_by = NULL, applied_at = NULL, outcome = NULL;
+
+-- name: stop_unclaimed
+-- Instances no runner has claimed end here, under the row lock: a claim that came first
+-- keeps its instance (it is answered by its holder), one that comes later finds it ended.
+UPDATE instances
+SET status = 'cancelled', reason = $3, ended_at = now(), updated_at = now()
+WHERE orchestration_id = $1 AND name = ANY($2::text[]) AND runner IS NULL
+  AND status IN ('pending', 'paused')
+RETURNING name;
+
+-- name: pause_unclaimed
+UPDATE instances SET status = 'paused', updated_at = now()
+WHERE orchestration_id = $1 AND name = ANY($2::text[]) AND runner IS NULL
+  AND status = 'pending'
+RETURNING name;
+
+-- name: unpause_unclaimed
+UPDATE instances SET status = 'pending', updated_at = now()
+WHERE orchestration_id = $1 AND name = ANY($2::text[]) AND runner IS NULL
+  AND status = 'paused'
+RETURNING name;
+
+-- name: wants_of
+-- The latest want of each held instance (its runner applies the ones it has not yet).
+SELECT w.orchestration_id, w.name, w.command_id, w.verb, w.reason
+FROM fleet_wants w
+JOIN unnest($1::text[], $2::text[]) AS h(orchestration_id, name)
+  ON w.orchestration_id = h.orchestration_id AND w.name = h.name;
+
+-- name: record_applied
+UPDATE fleet_wants SET applied_by = $4, applied_at = now(), outcome = $5
+WHERE orchestration_id = $1 AND name = $2 AND command_id = $3;
+
+-- name: answers
+-- What the holders did with a command so far.
+SELECT name, outcome FROM fleet_wants
+WHERE orchestration_id = $1 AND command_id = $2 AND outcome IS NOT NULL;

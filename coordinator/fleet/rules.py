@@ -116,3 +116,40 @@ def fenced_out(held_epoch: int, row_epoch: int | None) -> bool:
 def not_before_s(offset_s: float, start_in_s: float) -> float:
     """Seconds from now until an instance may be claimed: ``--start-at`` plus its stagger."""
     return max(0.0, start_in_s) + max(0.0, offset_s)
+
+
+# ------------------------------------------------------------------ control of fleet runs
+HOSTED_SEPARATOR = "@"  # a `run --fleet` run's queues: "<label queue>@<orchestration id>"
+
+
+def hosted_entrypoint(labels: Iterable[str], orchestration_id: str) -> str:
+    """The queue of an instance of a hosted run (``run --fleet``): its own, so that the
+    run's own process claims only its instances, and runners join it on purpose."""
+    return f"{entrypoint_for(labels)}{HOSTED_SEPARATOR}{orchestration_id}"
+
+
+def serves(runner_labels: Sequence[str], entrypoint: str) -> bool:
+    """Whether a runner with ``runner_labels`` may claim from ``entrypoint`` (the labels
+    the queue asks for are a subset of the runner's)."""
+    base = entrypoint.split(HOSTED_SEPARATOR, 1)[0]
+    if base == ENTRYPOINT:
+        return True
+    prefix = f"{ENTRYPOINT}:"
+    if not base.startswith(prefix):
+        return False
+    return set(base[len(prefix) :].split(",")) <= set(runner_labels)
+
+
+class Route(StrEnum):
+    ENDED = "ended"  # already finished: nothing to do
+    UNCLAIMED = "unclaimed"  # no runner claimed it yet: applied to its row by the taker
+    HELD = "held"  # a runner claimed it: that runner applies it and answers
+
+
+def route(status: str, claimed: bool) -> Route:
+    """Where a control command's verb takes effect for one instance of a fleet run."""
+    if status not in UNFINISHED:
+        return Route.ENDED
+    if not claimed and status in ("pending", "paused"):
+        return Route.UNCLAIMED
+    return Route.HELD

@@ -26,6 +26,7 @@ from rich.console import Console
 
 from coordinator import app
 from coordinator.budget.rules import BudgetScope
+from coordinator.control.commands import ControlCommand, Verb
 from coordinator.control.resume import seed_state
 from coordinator.db.postgres import PostgresStore
 from coordinator.engine.instance import Limits
@@ -33,6 +34,8 @@ from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator
 from coordinator.engine.state import InstanceState, Status
 from coordinator.errors import CoordinatorError, DatabaseError
 from coordinator.fleet.budgets import SharedTally
+from coordinator.fleet.control import POLL_S as CONTROL_POLL_S
+from coordinator.fleet.control import FleetControlDb, Want, serve_command
 from coordinator.fleet.finish import finish_if_ended
 from coordinator.fleet.plans import StoredRun, stored_run
 from coordinator.fleet.queue import ClaimedJob, Queue
@@ -66,6 +69,7 @@ class Held:
     shared: SharedTally = field(default_factory=SharedTally)  # the others' budget use
     fenced: str | None = None  # why this copy was stopped: another runner has the claim
     handed_back: str | None = None  # why it was stopped to be queued again
+    applied_command: int = 0  # the newest control command applied to this copy
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -109,6 +113,8 @@ class Runner:
         self.me = me
         self.store = store
         self.fleet = FleetDb(store.pool)
+        self.control = FleetControlDb(store.pool)
+        self._serving: set[asyncio.Task[None]] = set()
         self.queue = queue
         self.dsn = dsn
         self.masked = masked
@@ -154,6 +160,7 @@ class Runner:
         keeper.start()
         beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
         budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
+        control = asyncio.create_task(self._control(), name="runner-control")
         try:
             async with self._stack:
                 while not self.draining:
@@ -166,7 +173,7 @@ class Runner:
                 if tasks:
                     await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            for task in (beat, budgets):
+            for task in (beat, budgets, control, *self._serving):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -333,6 +340,8 @@ class Runner:
         held.orch = orch
         if held.handed_back or held.fenced:  # a signal came while it was being claimed
             orch.cancel(held.handed_back or held.fenced or "")
+        with contextlib.suppress(DatabaseError):  # a pause or stop sent before this claim
+            await self._apply_wants([held])
         outcome = await orch.run()
         if held.handed_back and not held.fenced and state.status is not Status.COMPLETED:
             state.status = Status.RETRYING  # unfinished: whoever claims it next continues it
@@ -425,6 +434,57 @@ class Runner:
                     events = held.shared.apply(held.orch.budgets, held.run.plan, held.name, rows)
                     if events:
                         held.orch.budget_events(state, events)
+
+    # ------------------------------------------------------------------ control commands
+    async def _control(self) -> None:
+        """Every CONTROL_POLL_S: take the fleet runs' open control commands (any runner may;
+        the take is atomic), and apply to the copies held here the wants not applied yet."""
+        while True:
+            await asyncio.sleep(CONTROL_POLL_S)
+            try:
+                for command in await self.control.open_commands():
+                    if await self.control.take(command.id):
+                        task = asyncio.create_task(self._serve(command), name="control-serve")
+                        self._serving.add(task)
+                        task.add_done_callback(self._serving.discard)
+                await self._apply_wants(
+                    [h for h in self.held.values() if h.orch is not None and h.fenced is None]
+                )
+            except DatabaseError as exc:
+                log.info("control commands unavailable", error=str(exc))
+
+    async def _serve(self, command: ControlCommand) -> None:
+        try:
+            outcome, ended = await serve_command(self.control, command, self.me.id)
+        except DatabaseError as exc:  # taken, not acknowledged: its sender says so
+            log.info("control command not served", id=command.id, error=str(exc))
+            return
+        shown = ", ".join(f"{n}: {t}" for n, t in outcome.items())
+        self.say(f"{command.orchestration_id}: {command.verb.value} -> {shown or 'nothing'}")
+        if ended:  # instances ended here, in their rows: the run may be over
+            with contextlib.suppress(CoordinatorError):
+                await self._maybe_finish(await self._stored(command.orchestration_id))
+
+    async def _apply_wants(self, helds: list[Held]) -> None:
+        wants = await self.control.wants_of([h.key for h in helds])
+        for held in helds:
+            want = wants.get(held.key)
+            if want is None or want.command_id <= held.applied_command or held.orch is None:
+                continue
+            held.applied_command = want.command_id
+            text = self._apply_want(held, want)
+            await self.control.record_applied(want, self.me.id, text)
+
+    def _apply_want(self, held: Held, want: Want) -> str:
+        orch = held.orch
+        assert orch is not None
+        if want.verb is Verb.STOP:
+            done = orch.stop_instances([held.name], want.reason)
+        elif want.verb is Verb.PAUSE:
+            done = orch.pause_instances([held.name])
+        else:
+            done = orch.unpause_instances([held.name])
+        return f"{done.get(held.name, want.verb.value)} (on runner {self.me.name})"
 
     async def _beat(self) -> None:
         """Every lease/3: first the fence (a runner back from a stop sees the epochs moved

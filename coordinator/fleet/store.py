@@ -144,6 +144,28 @@ class FleetDb:
             return -1
         return int(record["open"])
 
+    async def mark_fleet(
+        self, orchestration_id: str, kind: str, entrypoints: Sequence[str] = ()
+    ) -> None:
+        with database_errors("mark a fleet run"):
+            await self.pool.execute(_sql("mark_fleet"), orchestration_id, kind, list(entrypoints))
+
+    async def fleet_kind(self, orchestration_id: str) -> str | None:
+        """'submitted', 'hosted', or None (a one-host run)."""
+        with database_errors("read the run's kind"):
+            kind = await self.pool.fetchval(_sql("fleet_kind"), orchestration_id)
+        return str(kind) if kind is not None else None
+
+    async def hosted_runs(self) -> dict[str, tuple[str, ...]]:
+        """Open ``run --fleet`` runs and their own queues."""
+        with database_errors("list hosted runs"):
+            rows = await self.pool.fetch(_sql("hosted_runs"))
+        return {r["id"]: tuple(r["fleet_entrypoints"]) for r in rows}
+
+    async def live_runners(self) -> int:
+        with database_errors("count live runners"):
+            return int(await self.pool.fetchval(_sql("live_runners")))
+
     async def runners_of(self, orchestration_id: str) -> list[RunnerRow]:
         with database_errors("list runners"):
             records = await self.pool.fetch(_sql("runners_of"), orchestration_id)

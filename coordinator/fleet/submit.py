@@ -56,6 +56,7 @@ async def submit(req: app.RunRequest, settings: Settings, console: Console, *, w
             launch=app.launch_of(req, output),
         )
         created = await db.store.create_orchestration(row)
+        await FleetDb(db.store.pool).mark_fleet(plan.orchestration_id, "submitted")
         await db.store.upsert_instances(
             [
                 InstanceRow(plan.orchestration_id, i.name, "pending", session_id=i.session_id)
