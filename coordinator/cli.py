@@ -510,11 +510,32 @@ def cli(
 @cli.command("run")
 @click.argument("direct_command", metavar="[COMMAND]", required=False)
 @click.option("--dry-run", is_flag=True, help="Show exactly what would launch; launch nothing.")
+@click.option(
+    "--fleet",
+    is_flag=True,
+    help="Queue the run in the database so that runners on other hosts join it; this "
+    "process runs up to --capacity of its instances itself.",
+)
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1, max=10_000),
+    help="With --fleet: instances this process runs at once (default: all of them).",
+)
 @run_options
-def run_cmd(dry_run: bool, **kw: Any) -> int:
+def run_cmd(dry_run: bool, fleet: bool, capacity: int | None, **kw: Any) -> int:
     """Launch every instance of a config and watch them to the end. With a COMMAND
     ("/analyze src", or a prompt): run that one instance, no config file needed (with
     --config: instead of its instances, under its settings)."""
+    if capacity is not None and not fleet:
+        raise UsageError("--capacity: only with --fleet (a one-host run launches every instance)")
+    if fleet and not dry_run:
+        from coordinator.fleet.hosted import run_hosted
+
+        if kw.get("detach"):
+            raise UsageError("run --fleet --detach: not supported yet (use submit and runners)")
+        settings = _settings_and_logging(kw, dry_run=False)
+        req = _request(kw, dry_run=False)
+        return asyncio.run(run_hosted(req, settings, _console(), capacity))
     return _execute(kw, dry_run=dry_run)
 
 

@@ -16,7 +16,7 @@ import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ from coordinator.fleet.rules import (
     entrypoints_for_runner,
     fenced_out,
     must_self_fence,
+    serves,
 )
 from coordinator.fleet.store import FencedStore, FleetDb, FleetSink, RunnerIdentity
 from coordinator.settings import Settings
@@ -54,6 +55,7 @@ from runner.guardian import Guardian
 log = structlog.get_logger("coordinator.fleet.runner")
 
 UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
+HOSTED_REFRESH_S = 2.0  # how often a runner looks for `run --fleet` runs it can join
 BUDGET_POLL_S = 0.25  # the other runners' spending is read this often (block latency)
 
 
@@ -109,6 +111,8 @@ class Runner:
         database_url: str | None,
         base_env: Mapping[str, str] | None = None,
         poll_s: float = 1.0,
+        only_entrypoints: Sequence[str] | None = None,
+        handle_signals: bool = True,
     ) -> None:
         self.me = me
         self.store = store
@@ -124,6 +128,12 @@ class Runner:
         self.base_env = dict(os.environ if base_env is None else base_env)
         self.poll_s = poll_s
         self.entrypoints = entrypoints_for_runner(me.labels)
+        # `run --fleet`'s own runner: only its run's queues; else the label queues and the
+        # queues of the hosted runs this runner's labels serve (re-read every few seconds)
+        self.only_entrypoints = list(only_entrypoints) if only_entrypoints is not None else None
+        self.handle_signals = handle_signals
+        self._hosted: dict[str, tuple[str, ...]] = {}
+        self._hosted_read = -HOSTED_REFRESH_S
         self.held: dict[tuple[str, str], Held] = {}
         self.draining = False
         self.handing_back = False
@@ -140,8 +150,9 @@ class Runner:
     # ------------------------------------------------------------------ main loop
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._signal, sig)
+        if self.handle_signals:
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self._signal, sig)
         await self.fleet.register(self.me)
         labels = ",".join(self.me.labels) or "none"
         self.say(
@@ -179,8 +190,9 @@ class Runner:
                     await task
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.fleet.stop(self.me.id), 5.0)
-            for sig in STOP_SIGNALS:
-                loop.remove_signal_handler(sig)
+            if self.handle_signals:
+                for sig in STOP_SIGNALS:
+                    loop.remove_signal_handler(sig)
             alive.set()
             if self.guardian is not None:
                 await asyncio.to_thread(self.guardian.close)
@@ -205,6 +217,22 @@ class Runner:
                 self._hand_back(held, f"handed back by runner {self.me.name} ({sig.name})")
         self._wake.set()
 
+    def drain(self) -> None:
+        """Claim nothing more; finish what is held, then :meth:`run` returns."""
+        self.draining = True
+        self._wake.set()
+
+    async def _claim_from(self) -> list[str]:
+        if self.only_entrypoints is not None:
+            return self.only_entrypoints
+        now = asyncio.get_running_loop().time()
+        if now - self._hosted_read >= HOSTED_REFRESH_S:
+            with contextlib.suppress(DatabaseError):  # the claim says so, just after
+                self._hosted = await self.fleet.hosted_runs()
+            self._hosted_read = now
+        joined = [e for eps in self._hosted.values() for e in eps if serves(self.me.labels, e)]
+        return [*self.entrypoints, *joined]
+
     async def _sleep(self) -> None:
         waits = [
             asyncio.ensure_future(self.queue.wait_for_work(self.poll_s)),
@@ -218,9 +246,12 @@ class Runner:
         self._wake.clear()
 
     async def _claim(self) -> None:
+        entrypoints = await self._claim_from()
+        if not entrypoints:
+            return
         try:
             jobs = await self.queue.claim(
-                self.entrypoints, self.me.id, self.me.capacity, self.me.lease_s
+                entrypoints, self.me.id, self.me.capacity, self.me.lease_s
             )
         except DatabaseError as exc:
             log.info("claim failed", error=str(exc))

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from coordinator.errors import UsageError
 from coordinator.fleet.finish import run_state
 from coordinator.fleet.plans import StoredRun, labels_of, stored_run
 from coordinator.fleet.queue import PgQueue, QueuedJob, install_queue
-from coordinator.fleet.rules import JobPayload, entrypoint_for, not_before_s
+from coordinator.fleet.rules import JobPayload, entrypoint_for, hosted_entrypoint, not_before_s
 from coordinator.fleet.store import FleetDb
 from coordinator.redact import mask_config
 from coordinator.results import default_output_path
@@ -34,9 +35,26 @@ from coordinator.settings import Settings
 WAIT_POLL_S = 1.0
 
 
-async def submit(req: app.RunRequest, settings: Settings, console: Console, *, wait: bool) -> int:
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A run recorded and queued: its database, its stored run, where its results go."""
+
+    db: app.RunDatabase
+    run: StoredRun
+    output: Path
+
+
+async def record_and_queue(
+    req: app.RunRequest, settings: Settings, console: Console, *, kind: str
+) -> Queued:
+    """Check the run as ``run`` does, record it (``queued``, one ``pending`` row per
+    instance, its barrier with every instance) and queue one job per instance: on the
+    label queues every runner serves (``submitted``), or on queues of the run's own that
+    its process's runner and the runners that join serve (``hosted``, ``run --fleet``).
+    The caller closes ``db.store``."""
     if req.no_database or settings.no_database:
-        raise UsageError("submit needs a database: the runners claim instances from it")
+        what = "submit" if kind == "submitted" else "run --fleet"
+        raise UsageError(f"{what} needs a database: the runners claim instances from it")
     plan = app.make_plan(req, settings, need_claude=True)
     for warning in app.preflight(plan, req, os.environ, state_dir=app.state_dir_of(settings)):
         console.print(f"warning: {warning}", style="yellow", highlight=False, soft_wrap=True)
@@ -56,7 +74,18 @@ async def submit(req: app.RunRequest, settings: Settings, console: Console, *, w
             launch=app.launch_of(req, output),
         )
         created = await db.store.create_orchestration(row)
-        await FleetDb(db.store.pool).mark_fleet(plan.orchestration_id, "submitted")
+        labels = labels_of(plan)
+        queue_of = {
+            i.name: hosted_entrypoint(labels[i.name], plan.orchestration_id)
+            if kind == "hosted"
+            else entrypoint_for(labels[i.name])
+            for i in plan.instances
+        }
+        await FleetDb(db.store.pool).mark_fleet(
+            plan.orchestration_id,
+            kind,
+            sorted(set(queue_of.values())) if kind == "hosted" else (),
+        )
         await db.store.upsert_instances(
             [
                 InstanceRow(plan.orchestration_id, i.name, "pending", session_id=i.session_id)
@@ -74,13 +103,12 @@ async def submit(req: app.RunRequest, settings: Settings, console: Console, *, w
             )
             await barrier.close()
         start_in = plan.start_at.timestamp() - time.time() if plan.start_at is not None else 0.0
-        labels = labels_of(plan)
         queue = await PgQueue.open(db.dsn, listen=False)
         try:
             await queue.enqueue(
                 [
                     QueuedJob(
-                        entrypoint_for(labels[i.name]),
+                        queue_of[i.name],
                         JobPayload(plan.orchestration_id, i.name),
                         not_before_s(i.offset_s, start_in),
                     )
@@ -89,25 +117,42 @@ async def submit(req: app.RunRequest, settings: Settings, console: Console, *, w
             )
         finally:
             await queue.close()
+    except BaseException:
+        await db.store.close()
+        raise
+    return Queued(db, StoredRun(created, req, plan, labels), output)
+
+
+async def submit(req: app.RunRequest, settings: Settings, console: Console, *, wait: bool) -> int:
+    queued = await record_and_queue(req, settings, console, kind="submitted")
+    plan = queued.run.plan
+    try:
         print(plan.orchestration_id, flush=True)
         if plan.start_at is not None:
             console.print(f"queued; due from {plan.start_at.isoformat()}", highlight=False)
         if not wait:
             return 0
-        run = StoredRun(created, req, plan, labels)
-        return await wait_and_write(db.store, run, output, console, settings)
+        return await wait_and_write(queued.db.store, queued.run, queued.output, console, settings)
     finally:
-        await db.store.close()
+        await queued.db.store.close()
 
 
 async def wait_and_write(
-    store: PostgresStore, run: StoredRun, output: Path, console: Console, settings: Settings
+    store: PostgresStore,
+    run: StoredRun,
+    output: Path,
+    console: Console,
+    settings: Settings,
+    *,
+    handle_signals: bool = True,
 ) -> int:
-    """Until every instance ended (Ctrl-C stops waiting, not the run), then the results."""
+    """Until every instance ended (Ctrl-C stops waiting, not the run, unless the caller
+    handles signals itself), then the results."""
     fleet = FleetDb(store.pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if handle_signals else ()
+    for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
         while True:
@@ -124,7 +169,7 @@ async def wait_and_write(
                 )
                 return 130
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in signals:
             loop.remove_signal_handler(sig)
     return await _write(fleet, run, state.results, state.status, output, console, settings)
 

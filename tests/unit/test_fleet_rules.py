@@ -10,13 +10,17 @@ from coordinator.errors import UsageError
 from coordinator.fleet.rules import (
     ClaimAction,
     JobPayload,
+    Route,
     decide_claim,
     entrypoint_for,
     entrypoints_for_runner,
     fenced_out,
+    hosted_entrypoint,
     must_self_fence,
     not_before_s,
     parse_labels,
+    route,
+    serves,
 )
 
 
@@ -132,3 +136,30 @@ def test_shared_budgets_add_the_other_runners_use_once() -> None:
         ("overall", True),
         ("command:/x", True),
     }
+
+
+def test_a_runner_joins_the_hosted_queues_its_labels_serve() -> None:
+    assert hosted_entrypoint([], "o-1") == "coordinator@o-1"
+    assert hosted_entrypoint(["gpu", "a"], "o-1") == "coordinator:a,gpu@o-1"
+    assert serves((), "coordinator@o-1") and serves((), "coordinator")
+    assert serves(("a", "gpu", "x"), "coordinator:a,gpu@o-1")
+    assert not serves(("gpu",), "coordinator:a,gpu@o-1")
+    assert not serves(("a", "gpu"), "elsewhere:a@o-1")  # another user of the queue tables
+    # an id with the separator in it is still the run's: only the first one splits
+    assert serves(("a",), hosted_entrypoint(["a"], "o@2"))
+
+
+@pytest.mark.parametrize(
+    ("status", "claimed", "expected"),
+    [
+        ("completed", True, Route.ENDED),
+        ("cancelled", False, Route.ENDED),
+        ("pending", False, Route.UNCLAIMED),
+        ("paused", False, Route.UNCLAIMED),
+        ("pending", True, Route.HELD),  # claimed, not launched yet: its runner applies it
+        ("running", True, Route.HELD),
+        ("retrying", True, Route.HELD),  # handed back: the next claim applies the want
+    ],
+)
+def test_where_a_control_command_takes_effect(status: str, claimed: bool, expected: Route) -> None:
+    assert route(status, claimed) is expected
