@@ -54,8 +54,10 @@ WHERE id = $1 AND status = 'queued';
 
 -- name: finish_open_orchestration
 -- Every instance ended: the run's status and results, once (the first finisher wins).
+-- The comparison column (008) is the results' comparison section, as a one-host run keeps it.
 UPDATE orchestrations
-SET status = $2, results = $3, ended_at = now(), updated_at = now()
+SET status = $2, results = $3, comparison = $3::jsonb -> 'comparison', ended_at = now(),
+    updated_at = now()
 WHERE id = $1 AND status IN ('queued', 'running')
 RETURNING id;
 

@@ -29,6 +29,7 @@ from coordinator.fleet.queue import PgQueue, QueuedJob, install_queue
 from coordinator.fleet.rules import JobPayload, entrypoint_for, hosted_entrypoint, not_before_s
 from coordinator.fleet.store import FleetDb
 from coordinator.redact import mask_config
+from coordinator.report.section import end_of_run_table
 from coordinator.results import default_output_path
 from coordinator.settings import Settings
 
@@ -185,6 +186,8 @@ async def _write(
 ) -> int:
     await fleet.finish_open(run.row.id, status, dict(results))
     where = app.save_results(output, dict(results), app.state_dir_of(settings), console)
+    if (table := end_of_run_table(results)) is not None:  # as a one-host run ends
+        console.print(table)
     counts = ", ".join(f"{k} {v}" for k, v in dict(results["counts"]).items() if v)  # type: ignore[call-overload]
     console.print(
         f"{run.row.id}: {counts}; results: {where or 'not written (see above)'}",

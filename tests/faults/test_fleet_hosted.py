@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.engine.helpers import REPLAY, alive_cmdlines
-from tests.faults.harness import COORDINATOR, coordinator_env, wait_for, write_config
+from tests.faults.harness import (
+    COORDINATOR,
+    coordinator,
+    coordinator_env,
+    wait_for,
+    write_config,
+)
 from tests.faults.test_fleet import (
     LEASE_S,
     Host,
@@ -90,6 +96,11 @@ def test_runners_join_a_run_and_its_process_claims_only_its_own(
     assert ran_on == {"r1", own}, ran_on  # both ran some of them
     wait_for(lambda: instance_rows(pg_dsn, "other")["o"]["status"] == "completed", 60, "o to end")
     assert instance_rows(pg_dsn, "other")["o"]["runner"] == "r1"  # never the run's process
+    report = coordinator(["report", "hosted-a", "--json", "--database-url", pg_dsn], tmp_path)
+    assert report.returncode == 0, report.stderr  # the comparison, kept as a run's is
+    shown = json.loads(report.stdout)
+    assert shown["comparison"]["orchestration_id"] == "hosted-a", report.stdout
+    assert shown["comparison"]["scenarios"], report.stdout
     assert hosts[0].stop() == 0, hosts[0].text()
     assert alive_cmdlines(str(tmp_path)) == []
 
