@@ -20,6 +20,7 @@ from coordinator.control.resume import check_owner, choose, seed_state
 from coordinator.db.journal import replay_journals
 from coordinator.engine.orchestrator import Orchestrator
 from coordinator.errors import DatabaseError, PreflightError, UsageError
+from coordinator.fleet.store import FleetDb
 from coordinator.plan import RunOptions, RunPlan
 from coordinator.settings import Settings
 
@@ -107,6 +108,11 @@ async def resume(rr: ResumeRequest, settings: Settings, console: Console) -> int
         if row is None:
             raise UsageError(f"orchestration {orch_id!r} not found in {resolved.masked}")
         check_owner(row)
+        if await FleetDb(store.pool).fleet_kind(orch_id) is not None:
+            raise UsageError(
+                f"orchestration {orch_id} is a fleet run: its runners carry its instances on "
+                "(start `coordinator runner` on any host); resume is for one-host runs"
+            )
         if not row.launch:
             raise UsageError(
                 f"orchestration {orch_id} was recorded by a coordinator without resume: "

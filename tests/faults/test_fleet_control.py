@@ -151,3 +151,17 @@ def test_a_command_to_a_fleet_run_without_a_live_runner_is_one_line_exit_2(
         "coordinator: error: orchestration fleet-n: no live runner serves it "
         "(start `coordinator runner`); nothing was sent"
     ], err
+
+
+def test_resume_of_a_fleet_run_is_refused_in_one_line(tmp_path: Path, pg_dsn: str) -> None:
+    """A fleet run is carried on by its runners: a one-host resume would run its instances
+    beside them."""
+    config = write_config(tmp_path, {"a": slow_answer("a", 1, 1, 0.1)})
+    done = submit(tmp_path, config, pg_dsn, "fleet-r")
+    assert done.wait(timeout=60) == 0, (tmp_path / "submit-fleet-r.err").read_text()
+    rc, _out, err = control(tmp_path, pg_dsn, "resume", "fleet-r")
+    assert rc == 2
+    assert err.strip().splitlines() == [
+        "coordinator: error: orchestration fleet-r is a fleet run: its runners carry its "
+        "instances on (start `coordinator runner` on any host); resume is for one-host runs"
+    ], err
