@@ -34,8 +34,8 @@ from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator
 from coordinator.engine.state import InstanceState, Status
 from coordinator.errors import CoordinatorError, DatabaseError
 from coordinator.fleet.budgets import SharedTally
+from coordinator.fleet.control import ANSWER_WAIT_S, FleetControlDb, Want, serve_command
 from coordinator.fleet.control import POLL_S as CONTROL_POLL_S
-from coordinator.fleet.control import FleetControlDb, Want, serve_command
 from coordinator.fleet.finish import finish_if_ended
 from coordinator.fleet.plans import StoredRun, stored_run
 from coordinator.fleet.queue import ClaimedJob, Queue
@@ -184,6 +184,8 @@ class Runner:
                 if tasks:
                     await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            if self._serving:  # commands taken here: acknowledged before the runner goes
+                await asyncio.wait(list(self._serving), timeout=ANSWER_WAIT_S + 2.0)
             for task in (beat, budgets, control, *self._serving):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
