@@ -32,10 +32,13 @@ chromium:
 		echo "chromium missing and not root: install Debian's chromium (apt-get install chromium)"; \
 	fi
 
+# The suite on TEST_WORKERS processes (pytest-xdist; each with its own embedded Postgres);
+# the slowest tests are listed at the end.
+TEST_WORKERS ?= 2
 test: install chromium
 	$(BIN)/ruff check coordinator runner tests bench scripts
 	$(BIN)/mypy
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --durations=25
 
 lint: install
 	$(BIN)/ruff check coordinator runner tests bench scripts
