@@ -92,6 +92,26 @@ def start_runner(
     return Host(name, proc, state, log)
 
 
+def run_argv(verb: list[str], tmp_path: Path, config: Path, dsn: str, orch_id: str) -> list[str]:
+    """``coordinator <verb>`` of a replay run on ``dsn``, its results beside the config."""
+    return [
+        *COORDINATOR,
+        *verb,
+        "--config",
+        str(config),
+        "--claude-bin",
+        REPLAY,
+        "--workspace",
+        str(tmp_path),
+        "--database-url",
+        dsn,
+        "--orchestration-id",
+        orch_id,
+        "--output",
+        str(tmp_path / f"results-{orch_id}.json"),
+    ]
+
+
 def submit(
     tmp_path: Path, config: Path, dsn: str, orch_id: str, *extra: str, wait: bool = False
 ) -> subprocess.Popen[bytes]:
@@ -99,20 +119,7 @@ def submit(
     with out.open("wb") as sink, (tmp_path / f"submit-{orch_id}.err").open("wb") as err:
         return subprocess.Popen(
             [
-                *COORDINATOR,
-                "submit",
-                "--config",
-                str(config),
-                "--claude-bin",
-                REPLAY,
-                "--workspace",
-                str(tmp_path),
-                "--database-url",
-                dsn,
-                "--orchestration-id",
-                orch_id,
-                "--output",
-                str(tmp_path / f"results-{orch_id}.json"),
+                *run_argv(["submit"], tmp_path, config, dsn, orch_id),
                 *(["--wait"] if wait else []),
                 *extra,
             ],

@@ -13,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.helpers import REPLAY, alive_cmdlines
+from tests.engine.helpers import alive_cmdlines
 from tests.faults.harness import (
-    COORDINATOR,
     coordinator,
     coordinator_env,
     wait_for,
@@ -26,6 +25,7 @@ from tests.faults.test_fleet import (
     Host,
     hosts,
     instance_rows,
+    run_argv,
     slow_answer,
     start_runner,
     submit,
@@ -40,21 +40,7 @@ def run_fleet(
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            *COORDINATOR,
-            "run",
-            "--fleet",
-            "--config",
-            str(config),
-            "--claude-bin",
-            REPLAY,
-            "--workspace",
-            str(tmp_path),
-            "--database-url",
-            dsn,
-            "--orchestration-id",
-            orch_id,
-            "--output",
-            str(tmp_path / f"results-{orch_id}.json"),
+            *run_argv(["run", "--fleet"], tmp_path, config, dsn, orch_id),
             *extra,
         ],
         stdin=subprocess.DEVNULL,

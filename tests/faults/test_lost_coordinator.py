@@ -47,9 +47,9 @@ def test_a_killed_coordinator_shows_as_lost(
     finally:
         run.wait(timeout=0.1) if run.proc.poll() is None else None
 
-    wide = {"COLUMNS": "200"}  # the status cell unwrapped, whatever terminal ran the tests
-    table = coordinator(["status", "doomed", "--database-url", dsn], run.state_dir, **wide)
+    # COLUMNS: the status cell unwrapped, whatever terminal ran the tests
+    table = coordinator(["status", "doomed", "--database-url", dsn], run.state_dir, COLUMNS="200")
     assert "lost: coordinator last seen" in table.stdout, table.stdout
     assert "running" not in table.stdout.split("\n", 1)[0]
-    history = coordinator(["history", "--database-url", dsn], run.state_dir, **wide)
+    history = coordinator(["history", "--database-url", dsn], run.state_dir, COLUMNS="200")
     assert "lost: coordinator last seen" in history.stdout, history.stdout
