@@ -535,7 +535,7 @@ def run_cmd(dry_run: bool, fleet: bool, capacity: int | None, **kw: Any) -> int:
             raise UsageError("run --fleet --detach: not supported yet (use submit and runners)")
         settings = _settings_and_logging(kw, dry_run=False)
         req = _request(kw, dry_run=False)
-        return asyncio.run(run_hosted(req, settings, _console(), capacity))
+        return asyncio.run(run_hosted(req, settings, _console(stderr=req.json_output), capacity))
     return _execute(kw, dry_run=dry_run)
 
 

@@ -10,11 +10,13 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+import orjson
 from rich.console import Console
 
 from coordinator import app
@@ -186,7 +188,10 @@ async def _write(
 ) -> int:
     await fleet.finish_open(run.row.id, status, dict(results))
     where = app.save_results(output, dict(results), app.state_dir_of(settings), console)
-    if (table := end_of_run_table(results)) is not None:  # as a one-host run ends
+    if run.req.json_output:  # as a one-host run ends: the document on stdout
+        sys.stdout.write(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode() + "\n")
+        sys.stdout.flush()
+    if not run.req.quiet and (table := end_of_run_table(results)) is not None:
         console.print(table)
     counts = ", ".join(f"{k} {v}" for k, v in dict(results["counts"]).items() if v)  # type: ignore[call-overload]
     console.print(

@@ -66,12 +66,13 @@ def test_runners_join_a_run_and_its_process_claims_only_its_own(
     assert queued.wait(timeout=60) == 0, (other_dir / "submit-other.err").read_text()
     scripts = {f"h{i}": slow_answer(f"h{i}", 120 + i, 12 + i, 2.5) for i in range(4)}
     config = write_config(tmp_path, scripts)
-    run = run_fleet(tmp_path, config, pg_dsn, "hosted-a", "--capacity", "1")
+    run = run_fleet(tmp_path, config, pg_dsn, "hosted-a", "--capacity", "1", "--json")
     hosts.append(start_runner(tmp_path, "r1", pg_dsn, capacity=2))
     out, err = run.communicate(timeout=120)
     assert run.returncode == 0, err
-    assert "runners on other hosts join" in out
+    assert "runners on other hosts join" in err  # --json: the lines on stderr
     results = json.loads((tmp_path / "results-hosted-a.json").read_text())
+    assert json.loads(out) == results  # and the document on stdout, as `run --json` does
     by_name = {i["name"]: i for i in results["instances"]}
     for i in range(4):
         inst = by_name[f"h{i}"]
