@@ -303,6 +303,7 @@ class Runner:
             instance_env=app.offline_instance_env(self._offline.get(held.orchestration_id)),
             on_note=lambda text: self.say(f"{held.name}: {text}"),
             barrier_dsn=self.dsn,
+            sync_rejoin=True,  # a take-over rejoins the barrier; the lease does not excuse it
             handle_signals=False,
             keep_config_dirs=self.state_dir / "claude-config",
             shared_guardian=self.guardian,
