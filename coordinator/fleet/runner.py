@@ -339,9 +339,13 @@ class Runner:
             state.status = Status.RETRYING  # unfinished: whoever claims it next continues it
             state.reason = state.last_event = held.handed_back
             sink.instance_changed(state)
-        if held.fenced is None:  # the job is ours to finish or hand back only if the claim is
-            with contextlib.suppress(DatabaseError):
-                now = await self.fleet.epochs([held.key])
+        confirmed = True  # the job is ours to finish or hand back only if the claim is
+        if held.fenced is None:
+            try:  # bounded: across a partition a query hangs rather than fails
+                now = await asyncio.wait_for(self.fleet.epochs([held.key]), self.me.lease_s)
+            except (DatabaseError, TimeoutError):
+                confirmed = False
+            else:
                 if fenced_out(held.epoch, now.get(held.key)):
                     self._fence(held, "another runner took it over meanwhile")
         status = "completed" if outcome.exit_code == 0 else "failed"
@@ -349,6 +353,9 @@ class Runner:
         if held.fenced:
             self.say(f"{held.name}: copy stopped ({held.fenced}); the other runner goes on")
             return  # the job is the other runner's now: not ours to finish or hand back
+        if not confirmed:  # the job's heartbeat stops here: after its lease it is re-claimed
+            self.say(f"{held.name}: claim not confirmed (database unreachable): left to its lease")
+            return
         if held.handed_back and state.status is not Status.COMPLETED:
             await self.queue.hand_back([held.job])
             self.say(f"{held.name}: handed back")
@@ -443,18 +450,11 @@ class Runner:
                     self._hand_back(
                         held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
                     )
-            try:
-                live = [h for h in self.held.values() if h.fenced is None and h.epoch]
-                epochs = await self.fleet.epochs([h.key for h in live])
-                for held in live:
-                    if fenced_out(held.epoch, epochs.get(held.key)):
-                        self._fence(held, "another runner took it over after this one's lease")
-                live = [h for h in live if h.fenced is None]
-                await self.queue.heartbeat([h.job for h in live])
-                await self.fleet.heartbeat(self.me.id, "draining" if self.draining else "running")
+            try:  # bounded: across a partition a query hangs rather than fails
+                await asyncio.wait_for(self._renew(), interval)
                 renewed = loop.time()
-            except DatabaseError as exc:
-                log.info("runner heartbeat failed", error=str(exc))
+            except (DatabaseError, TimeoutError) as exc:
+                log.info("runner heartbeat failed", error=str(exc) or "timed out")
                 if must_self_fence(loop.time() - renewed, self.me.lease_s):
                     for held in list(self.held.values()):
                         self._hand_back(
@@ -462,6 +462,16 @@ class Runner:
                             f"lease not renewed for {loop.time() - renewed:.0f}s "
                             "(database unreachable): stopped so no other copy overlaps",
                         )
+
+    async def _renew(self) -> None:
+        live = [h for h in self.held.values() if h.fenced is None and h.epoch]
+        epochs = await self.fleet.epochs([h.key for h in live])
+        for held in live:
+            if fenced_out(held.epoch, epochs.get(held.key)):
+                self._fence(held, "another runner took it over after this one's lease")
+        live = [h for h in live if h.fenced is None]
+        await self.queue.heartbeat([h.job for h in live])
+        await self.fleet.heartbeat(self.me.id, "draining" if self.draining else "running")
 
 
 def shares_budgets(orch: Orchestrator) -> bool:
