@@ -112,9 +112,11 @@ def start_host(
     *,
     home: Path | None = None,
     argv_prefix: tuple[str, ...] = (),
+    **extra: str,
 ) -> Host:
     """A runner as a host of its own: its state dir and HOME (unless ``home``: shared);
-    ``argv_prefix``: e.g. ``ip netns exec NS`` to run it in a network namespace."""
+    ``argv_prefix``: e.g. ``ip netns exec NS`` to run it in a network namespace. The
+    database URL goes in its environment, not its argv (it may carry a password)."""
     where = tmp_path / "hosts" / name
     user_home = home or where / "home"
     user_home.mkdir(parents=True, exist_ok=True)
@@ -122,12 +124,14 @@ def start_host(
     log = where / "runner.log"
     env = {
         **offline_env(server_url, user_home),
-        **coordinator_env(where / "state", COORDINATOR_LEASE_S=LEASE_S),
+        **coordinator_env(
+            where / "state", COORDINATOR_LEASE_S=LEASE_S, COORDINATOR_DATABASE_URL=dsn, **extra
+        ),
     }
     env["HOME"] = str(user_home)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [*argv_prefix, *COORDINATOR, "runner", "--database-url", dsn, "--name", name],
+            [*argv_prefix, *COORDINATOR, "runner", "--name", name],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -150,14 +154,14 @@ def submit_run(tmp_path: Path, config: Path, output: Path, orch_id: str, dsn: st
             str(output),
             "--orchestration-id",
             orch_id,
-            "--database-url",
-            dsn,
             "--quiet",
         ],
         capture_output=True,
         text=True,
         timeout=120,
-        env=coordinator_env(tmp_path / "submit-state", COORDINATOR_LEASE_S=LEASE_S),
+        env=coordinator_env(
+            tmp_path / "submit-state", COORDINATOR_LEASE_S=LEASE_S, COORDINATOR_DATABASE_URL=dsn
+        ),
     )
     assert submitter.returncode == 0, submitter.stderr
     assert submitter.stdout.strip() == orch_id
