@@ -437,31 +437,51 @@ class Runner:
     async def _beat(self) -> None:
         """Every lease/3: first the fence (a runner back from a stop sees the epochs moved
         and stops those copies before anything else), then the jobs' and the runner's
-        heartbeat. Not renewed for most of the lease: stop every copy (self-fence)."""
+        heartbeat. Not renewed for most of the lease: stop every copy (self-fence), on
+        time even while a renewal hangs (across a cut link a query hangs, it does not fail:
+        it is left running, never waited for past the fence's moment)."""
         loop = asyncio.get_running_loop()
-        renewed = loop.time()
-        interval = self.me.lease_s / 3
-        while True:
-            slept = loop.time()
-            await asyncio.sleep(interval)
-            frozen = loop.time() - slept - interval
-            if must_self_fence(frozen, self.me.lease_s):  # this process was stopped: the
-                for held in list(self.held.values()):  # guardian's watchdog reaped them
-                    self._hand_back(
-                        held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
-                    )
-            try:  # bounded: across a partition a query hangs rather than fails
-                await asyncio.wait_for(self._renew(), interval)
-                renewed = loop.time()
-            except (DatabaseError, TimeoutError) as exc:
-                log.info("runner heartbeat failed", error=str(exc) or "timed out")
-                if must_self_fence(loop.time() - renewed, self.me.lease_s):
+        lease = self.me.lease_s
+        interval = lease / 3
+        renewed = started = loop.time()  # renewed: when the last good renewal began
+        renewing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                slept = loop.time()
+                fence_at = renewed + lease * SELF_FENCE_FRACTION
+                want = interval
+                if renewing is not None and slept < fence_at:
+                    want = min(interval, fence_at - slept)
+                await asyncio.sleep(want)
+                frozen = loop.time() - slept - want
+                if must_self_fence(frozen, lease):  # this process was stopped: the
+                    for held in list(self.held.values()):  # guardian's watchdog reaped them
+                        self._hand_back(
+                            held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
+                        )
+                if renewing is None:
+                    started = loop.time()
+                    renewing = asyncio.create_task(self._renew(), name="runner-renew")
+                left = max(0.0, min(interval, fence_at - loop.time()))
+                done, _ = await asyncio.wait({renewing}, timeout=left)
+                if renewing in done:
+                    task, renewing = renewing, None
+                    try:
+                        task.result()
+                        renewed = started
+                    except DatabaseError as exc:
+                        log.info("runner heartbeat failed", error=str(exc))
+                since = loop.time() - renewed
+                if must_self_fence(since, lease):
                     for held in list(self.held.values()):
                         self._hand_back(
                             held,
-                            f"lease not renewed for {loop.time() - renewed:.0f}s "
-                            "(database unreachable): stopped so no other copy overlaps",
+                            f"lease not renewed for {since:.1f}s (database unreachable): "
+                            "stopped so no other copy overlaps",
                         )
+        finally:
+            if renewing is not None:
+                renewing.cancel()
 
     async def _renew(self) -> None:
         live = [h for h in self.held.values() if h.fenced is None and h.epoch]
