@@ -16,10 +16,11 @@ import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 from rich.console import Console
@@ -49,6 +50,7 @@ from coordinator.settings import Settings
 from runner.guardian import Guardian
 
 log = structlog.get_logger("coordinator.fleet.runner")
+T = TypeVar("T")
 
 UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
 BUDGET_POLL_S = 0.25  # the other runners' spending is read this often (block latency)
@@ -171,7 +173,7 @@ class Runner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.fleet.stop(self.me.id), 5.0)
+                await within(self.fleet.stop(self.me.id), 5.0)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             alive.set()
@@ -342,7 +344,7 @@ class Runner:
         confirmed = True  # the job is ours to finish or hand back only if the claim is
         if held.fenced is None:
             try:  # bounded: across a partition a query hangs rather than fails
-                now = await asyncio.wait_for(self.fleet.epochs([held.key]), self.me.lease_s)
+                now = await within(self.fleet.epochs([held.key]), self.me.lease_s)
             except (DatabaseError, TimeoutError):
                 confirmed = False
             else:
@@ -492,6 +494,23 @@ class Runner:
         live = [h for h in live if h.fenced is None]
         await self.queue.heartbeat([h.job for h in live])
         await self.fleet.heartbeat(self.me.id, "draining" if self.draining else "running")
+
+
+_ABANDONED: set[asyncio.Future[Any]] = set()  # given up on, left to end by themselves
+
+
+async def within(aw: Awaitable[T], timeout_s: float) -> T:
+    """``aw`` within ``timeout_s``, else TimeoutError, without waiting for its cancellation:
+    across a cut link, cancelling a pooled query waits for the connection's release, which
+    hangs as the query did (``asyncio.wait_for`` would wait with it)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        return task.result()
+    task.cancel()
+    _ABANDONED.add(task)
+    task.add_done_callback(_ABANDONED.discard)
+    raise TimeoutError
 
 
 def shares_budgets(orch: Orchestrator) -> bool:
