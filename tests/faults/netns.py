@@ -34,7 +34,7 @@ def netns_unavailable() -> str | None:
     if os.geteuid() != 0:
         return "network namespaces need root (run the suite as root, as CI does)"
     if shutil.which("ip") is None:
-        return "iproute2's ip is missing (make test-deps installs Debian's iproute2 as root)"
+        return "iproute2's ip is missing (make iproute2, as root, installs Debian's iproute2)"
     probe = f"cprobe{os.getpid() % 100000}"
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:

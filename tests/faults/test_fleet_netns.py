@@ -38,6 +38,7 @@ from tests.faults.test_fleet_claude import (
 
 _why = netns_unavailable()
 pytestmark = [
+    pytest.mark.postgres,
     pytest.mark.claude,
     pytest.mark.skipif(_why is not None, reason=_why or ""),
     pytest.mark.skipif(
