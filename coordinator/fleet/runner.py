@@ -26,7 +26,9 @@ import structlog
 from rich.console import Console
 
 from coordinator import app
+from coordinator.barrier import PostgresBarrier
 from coordinator.budget.rules import BudgetScope
+from coordinator.config.models import SyncMode
 from coordinator.control.resume import seed_state
 from coordinator.db.postgres import PostgresStore
 from coordinator.engine.instance import Limits
@@ -321,6 +323,7 @@ class Runner:
             visible,
         )
         if action is ClaimAction.ENDED:
+            await self._end_in_barrier(run, held.name, claim.row.status)
             await self.queue.done([held.job])
             await self._maybe_finish(run)
             return
@@ -365,6 +368,31 @@ class Runner:
         await self.queue.done([held.job])
         self.say(f"{held.name}: {state.status.value}")
         await self._maybe_finish(run)
+
+    async def _end_in_barrier(self, run: StoredRun, name: str, status: str) -> None:
+        """An instance whose row ended but whose runner died before telling the barrier:
+        the others must not wait for it (the lease does not excuse a claimed one)."""
+        if run.plan.sync.mode is SyncMode.FREE:
+            return
+        with contextlib.suppress(CoordinatorError, OSError):
+            barrier = await PostgresBarrier.open(
+                self.dsn,
+                run.row.id,
+                mode=run.plan.sync.mode.value,
+                participants=[i.name for i in run.plan.instances],
+                timeout_s=run.plan.sync.timeout_s,
+                listen=False,
+                pool=self.store.pool,
+                run_migrations=False,
+            )
+            try:
+                if await barrier.rejoin(name, []):  # False: it completed there already
+                    if status == Status.COMPLETED.value:
+                        await barrier.complete(name)
+                    else:
+                        await barrier.leave(name, f"ended {status} before its runner stopped")
+            finally:
+                await barrier.close()
 
     def _take_over(self, state: InstanceState, row: object, action: ClaimAction) -> None:
         """Seed the state from the row the previous holder left (tokens, attempts, the
