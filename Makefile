@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install test demo lint typecheck bench clean chromium
+.PHONY: install test demo lint typecheck bench clean chromium iproute2
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -32,10 +32,20 @@ chromium:
 		echo "chromium missing and not root: install Debian's chromium (apt-get install chromium)"; \
 	fi
 
+# The fleet's network-namespace tests need iproute2's ip (and root): installed here as root
+# (CI); otherwise those tests are skipped, saying why.
+iproute2:
+	@if command -v ip >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2; \
+	else \
+		echo "ip missing and not root: the network-namespace tests are skipped (apt-get install iproute2)"; \
+	fi
+
 # The suite on TEST_WORKERS processes (pytest-xdist; each with its own embedded Postgres);
 # the slowest tests are listed at the end.
 TEST_WORKERS ?= 2
-test: install chromium
+test: install chromium iproute2
 	$(BIN)/ruff check coordinator runner tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/pytest -n $(TEST_WORKERS) --durations=25

@@ -9,6 +9,9 @@
 
 A completed participant has passed every point; one that failed, timed out, was blocked,
 cancelled or skipped has left and nobody waits for it. Every wait ends by the timeout.
+A participant held by a claim (a fleet runner's) ``rejoin``s instead of registering: when
+its process is gone it is taken over, not gone, so the lease does not excuse it; its new
+holder rejoins it, the points it had passed stay passed, every later one waits for it.
 
 Implementations: :class:`PostgresBarrier` (rows + LISTEN/NOTIFY; participants may live in
 several processes sharing one orchestration id) and :class:`MemoryBarrier` (one process).
@@ -76,10 +79,13 @@ from coordinator.barrier.rules import (
     WaitOutcome,
     milestone_point,
     milestone_points,
+    passed_points,
     point_label,
+    rejoin_wait,
     render_sync_line,
     step_point,
     step_points,
+    timeouts_of,
 )
 
 __all__ = [
@@ -93,10 +99,13 @@ __all__ = [
     "milestone_point",
     "milestone_points",
     "open_barrier",
+    "passed_points",
     "point_label",
+    "rejoin_wait",
     "render_sync_line",
     "step_point",
     "step_points",
+    "timeouts_of",
 ]
 
 
@@ -108,6 +117,12 @@ class Barrier(Protocol):
 
     async def register(self, names: Sequence[str]) -> None:
         """The participants this process hosts."""
+        ...
+
+    async def rejoin(self, name: str, passed: Sequence[str]) -> bool:
+        """``name``, held by a claim here (first claim or take-over), is a live participant
+        whose lease does not excuse it; ``passed``: points it had passed (recorded as its
+        arrivals). False when it had completed."""
         ...
 
     async def arrive(self, name: str, point: str) -> None:

@@ -61,6 +61,16 @@ class MemoryBarrier:
         for name in names:
             self._participants.setdefault(name, None)
 
+    async def rejoin(self, name: str, passed: Sequence[str]) -> bool:
+        """One process: a take-over here is a relaunch; it is live again unless completed."""
+        if self._ended.get(name, ("", None))[0] == "completed":
+            return False
+        self._ended.pop(name, None)
+        self._participants.setdefault(name, None)
+        for point in passed:
+            await self.arrive(name, point)
+        return True
+
     async def arrive(self, name: str, point: str) -> None:
         now = self._clock()
         state = self._points.get(point)
@@ -159,6 +169,9 @@ class FreeBarrier:
 
     async def register(self, names: Sequence[str]) -> None:
         return None
+
+    async def rejoin(self, name: str, passed: Sequence[str]) -> bool:
+        return True
 
     async def arrive(self, name: str, point: str) -> None:
         return None

@@ -200,6 +200,31 @@ class PostgresBarrier:
         if self._heartbeat_task is None and not self._closed:
             self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="barrier:lease")
 
+    async def rejoin(self, name: str, passed: Sequence[str]) -> bool:
+        """``name`` (an instance this process holds by a claim: its first one or a take-over)
+        joins as a live participant hosted here, whatever its previous holder left (left,
+        active): the lease no longer excuses it, and only this host's arrivals and ends
+        count for it from now on. ``passed``: the points it had passed, recorded as its
+        arrivals. False when it had completed (it stays completed)."""
+        orch = self.orchestration_id
+
+        async def run(conn: asyncpg.Connection) -> tuple[bool, list[tuple[str, Release]]]:
+            if await conn.fetchval(_sql("rejoin"), orch, name, self.host) is None:
+                return False, []
+            released: list[tuple[str, Release]] = []
+            for point in passed:
+                decision = await self._decide(conn, point, arriving=name)
+                if isinstance(decision, Release):
+                    released.append((point, decision))
+            return True, released
+
+        joined, released = await self._with_conn(f"rejoin {name}", run)
+        for point, decision in released:
+            self._resolve(point, decision)
+        if self._heartbeat_task is None and not self._closed:
+            self._heartbeat_task = asyncio.create_task(self._heartbeat(), name="barrier:lease")
+        return joined
+
     async def arrive(self, name: str, point: str) -> None:
         """Record that ``name`` reached ``point`` (idempotent) and release it if complete."""
 
@@ -293,11 +318,11 @@ class PostgresBarrier:
             # outage (no heartbeats got through) it does not expire its own participants.
             await conn.execute(_sql("heartbeat"), orch, self.host)
             await conn.execute(_sql("expire"), orch)  # crashed processes' participants leave
-            row = await conn.fetchrow(_sql("point_state"), orch, point, arriving)
+            row = await conn.fetchrow(_sql("point_state"), orch, point, arriving, self.host)
             if row["released"]:
                 return Release(timed_out=row["timed_out"], missing=tuple(row["missing"]))
             arrived = set(row["arrived"])
-            if arriving is not None:
+            if arriving is not None and not row["arrival_fenced"]:  # not: another holds it
                 arrived.add(arriving)
             decision = decide(
                 row["participants"],

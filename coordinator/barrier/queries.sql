@@ -13,7 +13,7 @@ FROM barrier_orchestrations WHERE orchestration_id = $1;
 
 -- name: register
 -- The participants a process hosts; registering again refreshes the heartbeat only (an
--- ended participant stays ended).
+-- ended participant stays ended; one a take-over rejoins is rejoined, never registered).
 INSERT INTO barrier_participants (orchestration_id, name, host)
 SELECT $1, n, $3 FROM unnest($2::text[]) AS n
 ON CONFLICT (orchestration_id, name) DO UPDATE SET seen_at = now()
@@ -24,12 +24,26 @@ UPDATE barrier_participants SET seen_at = now()
 WHERE orchestration_id = $1 AND host = $2 AND state = 'active';
 
 -- name: end
--- completed / left are final: the first end wins, a repeat changes nothing.
+-- completed / left are final: the first end wins, a repeat changes nothing. A participant
+-- a take-over rejoins is ended only by its current holder (the host that rejoined it).
 INSERT INTO barrier_participants (orchestration_id, name, state, reason, host, ended_at)
 VALUES ($1, $2, $3, $4, $5, now())
 ON CONFLICT (orchestration_id, name) DO UPDATE
 SET state = EXCLUDED.state, reason = EXCLUDED.reason, ended_at = EXCLUDED.ended_at
-WHERE barrier_participants.state = 'active';
+WHERE barrier_participants.state = 'active'
+  AND (NOT barrier_participants.rejoins OR barrier_participants.host = EXCLUDED.host);
+
+-- name: rejoin
+-- A claimed instance (first claim or take-over) joins as a live participant hosted here:
+-- active again unless it completed (it has passed every point), its arrivals kept. Returns
+-- the state it has now.
+INSERT INTO barrier_participants (orchestration_id, name, host, rejoins)
+VALUES ($1, $2, $3, true)
+ON CONFLICT (orchestration_id, name) DO UPDATE
+SET state = 'active', reason = NULL, ended_at = NULL, host = EXCLUDED.host,
+    seen_at = now(), rejoins = true
+WHERE barrier_participants.state <> 'completed'
+RETURNING state;
 
 -- name: expire
 -- Participants whose process stopped sending heartbeats for longer than the lease leave.
@@ -43,6 +57,7 @@ FROM barrier_orchestrations o
 WHERE bp.orchestration_id = $1
   AND o.orchestration_id = bp.orchestration_id
   AND bp.state = 'active'
+  AND NOT bp.rejoins
   AND bp.seen_at < clock_timestamp() - make_interval(secs => o.lease_s)
 RETURNING bp.name;
 
@@ -73,13 +88,21 @@ SELECT timed_out, missing FROM barrier_releases WHERE orchestration_id = $1 AND 
 -- Run AFTER the point is locked, as a statement of its own: its snapshot then includes
 -- every arrival and departure committed before the lock was granted. $3 (may be NULL) is
 -- an arrival to record; the CTE's row is not visible to this statement's SELECT, so the
--- caller adds the arriving name itself.
-WITH arrival AS (
+-- caller adds the arriving name itself (unless arrival_fenced). $4 is the arriving host: a
+-- participant a take-over rejoined arrives only from its current holder.
+WITH fence AS (
+    SELECT EXISTS (
+        SELECT 1 FROM barrier_participants bp
+        WHERE bp.orchestration_id = $1 AND bp.name = $3::text
+          AND bp.rejoins AND bp.host IS DISTINCT FROM $4::text
+    ) AS fenced
+), arrival AS (
     INSERT INTO barrier_arrivals (orchestration_id, point, name)
-    SELECT $1, $2, $3::text WHERE $3::text IS NOT NULL
+    SELECT $1, $2, $3::text FROM fence WHERE $3::text IS NOT NULL AND NOT fence.fenced
     ON CONFLICT (orchestration_id, point, name) DO NOTHING
 )
 SELECT
+    (SELECT fenced FROM fence) AS arrival_fenced,
     extract(epoch FROM clock_timestamp() - p.first_arrival_at)::float8 AS elapsed_s,
     people.timeout_s,
     people.participants,

@@ -109,6 +109,44 @@ def decide(
     return KeepWaiting(remaining_s=timeout_s - elapsed_s, missing=absent)
 
 
+# ------------------------------------------------------------------ take-over
+
+
+def passed_points(
+    milestones_reached: Iterable[int], steps_done: int, *, by_steps: bool
+) -> list[str]:
+    """The points an instance had passed when another process takes it over (its carried
+    state: milestones reached, or in lock-step by turns the turns it finished). On rejoining
+    they are recorded as its arrivals again (idempotent: its previous holder may have died
+    between reaching one and writing it), so they stay passed and nobody waits for it there;
+    every later point waits for it. A restarted attempt that reaches one of them again finds
+    it released (or releases it) and goes on: it never holds the others there."""
+    if by_steps:
+        return [step_point(k) for k in range(1, max(0, steps_done) + 1)]
+    return milestone_points(p for p in milestones_reached if 0 < p < 100)
+
+
+def rejoin_wait(passed: Sequence[str], released: Collection[str]) -> str | None:
+    """Where a rejoined instance waits before it goes on: at the last point it had passed,
+    if that point is not released yet (its previous holder was waiting there); else None."""
+    if not passed:
+        return None
+    last = max(passed, key=point_sort_key)
+    return None if last in released else last
+
+
+def timeouts_of(points: Iterable[PointStatus]) -> list[dict[str, object]]:
+    """The sync timeouts as the results list them, from the recorded points (a run whose
+    instances ran in several processes: who waited at a timed-out point and who was
+    missing)."""
+    return [
+        {"point": p.point, "instance": name, "missing": list(p.missing)}
+        for p in sorted(points, key=lambda p: point_sort_key(p.point))
+        if p.timed_out
+        for name in p.arrived
+    ]
+
+
 # ------------------------------------------------------------------ point names
 
 

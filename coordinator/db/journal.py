@@ -8,6 +8,10 @@ order the files were written, and deletes each file once all its rows are in. Ev
 of a replay is idempotent (snapshot upsert, checkpoints ON CONFLICT DO NOTHING, finishing
 sets the same status), so a replay cut short is simply done again.
 
+The rows of a fleet runner's claim carry its claim epoch: replayed only where the instance
+row still carries it (a runner that lost its claim while the database was away writes
+nothing over the new holder's rows), else dropped and said so.
+
 A journal of another database (its DSN is not recorded, only its masked form) is replayed
 into whichever database the next command uses: the rows name their orchestration, and an
 orchestration missing there is created from the journal's copy of its row.
@@ -25,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import orjson
 
@@ -46,6 +50,7 @@ class JournalEntry:
     instances: Sequence[InstanceRow] = ()
     checkpoints: Sequence[CheckpointRow] = ()
     finish: tuple[str, dict[str, Any] | None] | None = None  # (status, results)
+    claim_epoch: int | None = None  # a fleet claim's rows: written only while it holds
 
     @property
     def rows(self) -> int:
@@ -64,6 +69,8 @@ def write_journal(state_dir: Path, entry: JournalEntry) -> Path:
     stem = _SAFE.sub("_", orch_id)[:80] + "-" + hashlib.sha1(orch_id.encode()).hexdigest()[:8]
     path = directory / f"{time.time_ns()}-{stem}{SUFFIX}"
     lines = [_line("orchestration", entry.orchestration)]
+    if entry.claim_epoch is not None:
+        lines.append(orjson.dumps({"kind": "claim", "epoch": entry.claim_epoch}))
     lines += [_line("instance", row) for row in entry.instances]
     lines += [_line("checkpoint", row) for row in entry.checkpoints]
     if entry.finish is not None:
@@ -89,6 +96,7 @@ def read_journal(path: Path) -> JournalEntry:
     instances: list[InstanceRow] = []
     checkpoints: list[CheckpointRow] = []
     finish: tuple[str, dict[str, Any] | None] | None = None
+    claim_epoch: int | None = None
     for number, raw in enumerate(path.read_bytes().splitlines(), 1):
         if not raw.strip():
             continue
@@ -103,13 +111,15 @@ def read_journal(path: Path) -> JournalEntry:
                 checkpoints.append(_row(CheckpointRow, item["row"]))
             elif kind == "finish":
                 finish = (str(item["status"]), item["results"])
+            elif kind == "claim":
+                claim_epoch = int(item["epoch"])
             else:
                 raise ValueError(f"unknown kind {kind!r}")
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}:{number}: not a journal line ({exc})") from None
     if orchestration is None:
         raise ValueError(f"{path}: no orchestration line")
-    return JournalEntry(orchestration, instances, checkpoints, finish)
+    return JournalEntry(orchestration, instances, checkpoints, finish, claim_epoch)
 
 
 def pending_journals(state_dir: Path) -> list[Path]:
@@ -135,7 +145,7 @@ async def replay_journals(store: Store, state_dir: Path) -> list[str]:
             lines.append(f"journal {bad} cannot be replayed and was set aside: {exc}")
             continue
         try:
-            await _replay(store, entry)
+            dropped = await _replay(store, entry)
         except Exception as exc:
             if is_transient(exc):
                 lines.append(f"journal {path}: database unavailable, replay later: {exc}")
@@ -145,6 +155,13 @@ async def replay_journals(store: Store, state_dir: Path) -> list[str]:
             lines.append(f"journal {bad}: the database refused it, set aside: {exc}")
             continue
         path.unlink(missing_ok=True)
+        if dropped:
+            lines.append(
+                f"journal {path.name}: {entry.rows} row(s) of {', '.join(dropped)} in "
+                f"orchestration {entry.orchestration.id} dropped: another runner took "
+                f"{'it' if len(dropped) == 1 else 'them'} over meanwhile"
+            )
+            continue
         lines.append(
             f"replayed {entry.rows} journalled row(s) of orchestration "
             f"{entry.orchestration.id} into the database ({path.name})"
@@ -152,7 +169,30 @@ async def replay_journals(store: Store, state_dir: Path) -> list[str]:
     return lines
 
 
-async def _replay(store: Store, entry: JournalEntry) -> None:
+@runtime_checkable
+class ClaimedWriter(Protocol):
+    """A store that can write a fleet claim's rows fenced by its epoch (Postgres)."""
+
+    async def write_claimed(
+        self,
+        orchestration_id: str,
+        epoch: int,
+        instances: Sequence[InstanceRow],
+        checkpoints: Sequence[CheckpointRow],
+    ) -> list[str]: ...
+
+
+async def _replay(store: Store, entry: JournalEntry) -> list[str]:
+    """Write ``entry``; the names whose claimed rows were dropped (their claim moved on)."""
+    if entry.claim_epoch is not None:  # never unfenced: a store that cannot fence drops them
+        names = sorted(
+            {r.name for r in entry.instances} | {c.scenario_id for c in entry.checkpoints}
+        )
+        if not isinstance(store, ClaimedWriter):
+            return names
+        return await store.write_claimed(
+            entry.orchestration.id, entry.claim_epoch, entry.instances, entry.checkpoints
+        )
     with contextlib.suppress(OrchestrationExistsError):
         await store.create_orchestration(entry.orchestration)
     if entry.instances:
@@ -162,6 +202,7 @@ async def _replay(store: Store, entry: JournalEntry) -> None:
     if entry.finish is not None:
         status, results = entry.finish
         await store.finish_orchestration(entry.orchestration.id, status, results)
+    return []
 
 
 def _line(kind: str, row: InstanceRow | CheckpointRow | OrchestrationRow) -> bytes:

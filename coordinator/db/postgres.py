@@ -326,6 +326,35 @@ class PostgresStore:
         with database_errors("write instances"):
             await self._pool.execute(query("upsert_instances"), *_columns(newest, _instance_args))
 
+    async def write_claimed(
+        self,
+        orchestration_id: str,
+        epoch: int,
+        instances: Sequence[InstanceRow],
+        checkpoints: Sequence[CheckpointRow],
+    ) -> list[str]:
+        """The rows of one fleet claim (``epoch``): written, in one transaction, only for the
+        instances whose row still carries that epoch; returns the names whose rows were
+        dropped (another runner took them over meanwhile)."""
+        names = sorted({r.name for r in instances} | {c.scenario_id for c in checkpoints})
+        if not names:
+            return []
+        with database_errors("write claimed rows"):
+            async with self._pool.acquire() as conn, conn.transaction():
+                held = {
+                    r["name"]
+                    for r in await conn.fetch(
+                        query("claimed_instances"), orchestration_id, names, epoch
+                    )
+                }
+                rows = list({r.key: r for r in instances if r.name in held}.values())
+                marks = [c for c in checkpoints if c.scenario_id in held]
+                if rows:
+                    await conn.execute(query("upsert_instances"), *_columns(rows, _instance_args))
+                if marks:
+                    await conn.execute(query("add_checkpoints"), *_columns(marks, _checkpoint_args))
+        return [n for n in names if n not in held]
+
     async def add_checkpoints(self, rows: Sequence[CheckpointRow]) -> None:
         if not rows:
             return

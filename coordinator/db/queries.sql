@@ -130,6 +130,14 @@ FROM instances
 WHERE orchestration_id = $1
 ORDER BY name;
 
+-- name: claimed_instances
+-- Which of these instances still carry claim epoch $3 (the rows of a fleet runner's claim,
+-- e.g. from its journal, are written only then); locked until the write commits, so no
+-- take-over slips in between the check and the write.
+SELECT name FROM instances
+WHERE orchestration_id = $1 AND name = ANY($2::text[]) AND claim_epoch = $3
+FOR UPDATE;
+
 -- name: add_checkpoints
 -- One statement for the whole batch: $n are parallel arrays, one element per checkpoint.
 -- Inserted in array order (ids follow it); a milestone already stored is left alone.

@@ -111,6 +111,7 @@ class Orchestrator:
         handle_signals: bool = True,
         barrier_dsn: str | None = None,
         barrier_poll_s: float = 1.0,
+        sync_rejoin: bool = False,
         keep_config_dirs: Path | None = None,
         pool_store: Store | None = None,
         shared_guardian: Guardian | None = None,
@@ -153,6 +154,7 @@ class Orchestrator:
         self._guardian: Guardian | None = None
         self._barrier_dsn = barrier_dsn
         self._barrier_poll_s = barrier_poll_s
+        self._sync_rejoin = sync_rejoin  # held by a claim (a fleet runner): see SyncDriver.open
         # isolate_config_dir with a database: each instance's dir is kept here until it
         # completes, so that a resume (another process) finds its session's transcript
         self._keep_config_dirs = (
@@ -283,7 +285,7 @@ class Orchestrator:
             run_of=self.runs.get,
             changed=self.sink.instance_changed,
         )
-        await driver.open(names)
+        await driver.open(names, rejoin=self._sync_rejoin)
         return driver
 
     async def _close_sync(self, sync: SyncDriver, deadline_s: float = 10.0) -> None:

@@ -30,7 +30,9 @@ from coordinator.barrier import (
     WaitOutcome,
     milestone_point,
     milestone_points,
+    passed_points,
     point_label,
+    rejoin_wait,
     render_sync_line,
     step_point,
     step_points,
@@ -88,9 +90,31 @@ class SyncDriver:
         return self.mode is not SyncMode.FREE
 
     # ------------------------------------------------------------------ lifecycle
-    async def open(self, hosted: Sequence[str]) -> None:
-        if self.active:
+    async def open(self, hosted: Sequence[str], *, rejoin: bool = False) -> None:
+        """``rejoin``: this process holds ``hosted`` by a claim (a fleet runner): each joins
+        as a participant a take-over rejoins, with the points it had passed (its carried
+        state); one whose previous holder was waiting at a point not released yet waits
+        there first, before it launches."""
+        if not self.active:
+            return
+        if not rejoin:
             await self._guard("register", self.barrier.register(list(hosted)))
+            return
+        for name in hosted:
+            state = self.states[name]
+            passed = passed_points(
+                state.milestones.reached, state.turns_done, by_steps=self.by_steps
+            )
+            await self._guard(f"rejoin {name}", self.barrier.rejoin(name, passed))
+            await self.refresh()
+            released = {p.point for p in self.points if p.released}
+            target = rejoin_wait(passed, released)
+            if target is not None:
+                self._hold(state, target, pause=False)
+                try:
+                    await self._arrive_and_wait(state, [target], target)
+                finally:
+                    self._unhold(state, pause=False)
 
     async def close(self, outbox_deadline_s: float = 5.0) -> None:
         for task in list(self._chains.values()):

@@ -3,7 +3,7 @@ instances run.
 
 A command is a row of ``control_commands`` as for a one-host run; here any live runner may
 take it (the take is atomic), which makes it the latest *want* of every instance it names
-(``fleet_wants``, sql/011). The taker applies it to the instances nobody claimed yet, in
+(``fleet_wants``, sql/012). The taker applies it to the instances nobody claimed yet, in
 their rows; each holder applies it to the instances it runs (within a poll) and answers;
 the taker acknowledges with every answer (bounded by :data:`ANSWER_WAIT_S`). A want
 outlives its holder: the runner that claims or takes the instance over applies it again
@@ -135,17 +135,18 @@ class FleetControlDb:
 
 async def serve_command(
     db: FleetControlDb, command: ControlCommand, taker: uuid.UUID
-) -> tuple[dict[str, str], bool]:
+) -> tuple[dict[str, str], set[str]]:
     """Apply a taken command: wants for every instance it reaches, the unclaimed ones in
     their rows now, then the holders' answers (bounded). Acknowledges it; returns the
-    outcome per instance and whether an instance ended here (the run may have ended)."""
+    outcome per instance and the instances it ended here, in their rows (the barrier
+    must let them go, and the run may have ended)."""
     reason = reason_of(command)
     rows = await db.targets(command.orchestration_id, command.instances)
     found = {r["name"] for r in rows}
     unknown = [n for n in command.instances if n not in found]
     if unknown:
         await db.ack(command.id, {}, f"no instance named {unknown[0]!r}")
-        return {}, False
+        return {}, set()
     outcome: dict[str, str] = {}
     statuses = {r["name"]: r["status"] for r in rows}
     routes = {r["name"]: route(r["status"], r["runner"] is not None) for r in rows}
@@ -182,4 +183,4 @@ async def serve_command(
         )
     ordered = {r["name"]: outcome[r["name"]] for r in rows}
     await db.ack(command.id, ordered, None)
-    return ordered, bool(reached) and command.verb is Verb.STOP
+    return ordered, reached if command.verb is Verb.STOP else set()

@@ -7,10 +7,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from coordinator.barrier import PostgresBarrier, timeouts_of
+from coordinator.config.models import SyncMode
 from coordinator.control.resume import seed_state
 from coordinator.db.postgres import PostgresStore
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import Orchestrator
+from coordinator.engine.sync import SyncDriver
 from coordinator.fleet.plans import StoredRun
 from coordinator.fleet.rules import UNFINISHED
 from coordinator.fleet.store import FleetDb
@@ -36,6 +39,8 @@ async def run_state(store: PostgresStore, fleet: FleetDb, run: StoredRun) -> Run
     for name, state in orch.states.items():
         seed_state(state, rows.get(name), relaunch=False)
         orch.budgets.update(name, state.accountant.usage, state.accountant.cost_usd)
+    if not open_names:  # the results' sync section, as a one-host run's: from the barrier
+        orch.sync = await _sync_of(store, run, orch)
     started = [r.started_at.timestamp() for r in rows.values() if r.started_at is not None]
     ended = [r.ended_at.timestamp() for r in rows.values() if r.ended_at is not None]
     outcome = orch.outcome()
@@ -64,3 +69,29 @@ async def finish_if_ended(store: PostgresStore, fleet: FleetDb, run: StoredRun) 
         return False
     await fleet.finish_open(run.row.id, state.status, state.results)
     return True
+
+
+async def _sync_of(store: PostgresStore, run: StoredRun, orch: Orchestrator) -> SyncDriver | None:
+    """The barrier's points as recorded by every runner (none for sync mode free)."""
+    plan = run.plan
+    if plan.sync.mode is SyncMode.FREE:
+        return None
+    barrier = await PostgresBarrier.open(
+        "",  # no listener: only read, on the store's pool
+        run.row.id,
+        mode=plan.sync.mode.value,
+        participants=[i.name for i in plan.instances],
+        timeout_s=plan.sync.timeout_s,
+        listen=False,
+        pool=store.pool,
+        run_migrations=False,
+    )
+    try:
+        driver = SyncDriver(
+            plan, barrier, states=orch.states, note=orch.notes.append, run_of=orch.runs.get
+        )
+        await driver.refresh()
+        driver.timeouts = timeouts_of(driver.points)
+    finally:
+        await barrier.close()
+    return driver

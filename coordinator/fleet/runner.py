@@ -16,16 +16,19 @@ import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 from rich.console import Console
 
 from coordinator import app
+from coordinator.barrier import PostgresBarrier
 from coordinator.budget.rules import BudgetScope
+from coordinator.config.models import SyncMode
 from coordinator.control.commands import ControlCommand, Verb
 from coordinator.control.resume import seed_state
 from coordinator.db.postgres import PostgresStore
@@ -53,6 +56,7 @@ from coordinator.settings import Settings
 from runner.guardian import Guardian
 
 log = structlog.get_logger("coordinator.fleet.runner")
+T = TypeVar("T")
 
 UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
 HOSTED_REFRESH_S = 2.0  # how often a runner looks for `run --fleet` runs it can join
@@ -191,7 +195,7 @@ class Runner:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.fleet.stop(self.me.id), 5.0)
+                await within(self.fleet.stop(self.me.id), 5.0)
             if self.handle_signals:
                 for sig in STOP_SIGNALS:
                     loop.remove_signal_handler(sig)
@@ -343,6 +347,7 @@ class Runner:
             instance_env=app.offline_instance_env(self._offline.get(held.orchestration_id)),
             on_note=lambda text: self.say(f"{held.name}: {text}"),
             barrier_dsn=self.dsn,
+            sync_rejoin=True,  # a take-over rejoins the barrier; the lease does not excuse it
             handle_signals=False,
             keep_config_dirs=self.state_dir / "claude-config",
             shared_guardian=self.guardian,
@@ -358,6 +363,7 @@ class Runner:
             visible,
         )
         if action is ClaimAction.ENDED:
+            await self._end_in_barrier(run, held.name, claim.row.status)
             await self.queue.done([held.job])
             await self._maybe_finish(run)
             return
@@ -380,9 +386,13 @@ class Runner:
             state.status = Status.RETRYING  # unfinished: whoever claims it next continues it
             state.reason = state.last_event = held.handed_back
             sink.instance_changed(state)
-        if held.fenced is None:  # the job is ours to finish or hand back only if the claim is
-            with contextlib.suppress(DatabaseError):
-                now = await self.fleet.epochs([held.key])
+        confirmed = True  # the job is ours to finish or hand back only if the claim is
+        if held.fenced is None:
+            try:  # bounded: across a partition a query hangs rather than fails
+                now = await within(self.fleet.epochs([held.key]), self.me.lease_s)
+            except (DatabaseError, TimeoutError):
+                confirmed = False
+            else:
                 if fenced_out(held.epoch, now.get(held.key)):
                     self._fence(held, "another runner took it over meanwhile")
         status = "completed" if outcome.exit_code == 0 else "failed"
@@ -390,6 +400,9 @@ class Runner:
         if held.fenced:
             self.say(f"{held.name}: copy stopped ({held.fenced}); the other runner goes on")
             return  # the job is the other runner's now: not ours to finish or hand back
+        if not confirmed:  # the job's heartbeat stops here: after its lease it is re-claimed
+            self.say(f"{held.name}: claim not confirmed (database unreachable): left to its lease")
+            return
         if held.handed_back and state.status is not Status.COMPLETED:
             await self.queue.hand_back([held.job])
             self.say(f"{held.name}: handed back")
@@ -397,6 +410,31 @@ class Runner:
         await self.queue.done([held.job])
         self.say(f"{held.name}: {state.status.value}")
         await self._maybe_finish(run)
+
+    async def _end_in_barrier(self, run: StoredRun, name: str, status: str) -> None:
+        """An instance whose row ended but whose runner died before telling the barrier:
+        the others must not wait for it (the lease does not excuse a claimed one)."""
+        if run.plan.sync.mode is SyncMode.FREE:
+            return
+        with contextlib.suppress(CoordinatorError, OSError):
+            barrier = await PostgresBarrier.open(
+                self.dsn,
+                run.row.id,
+                mode=run.plan.sync.mode.value,
+                participants=[i.name for i in run.plan.instances],
+                timeout_s=run.plan.sync.timeout_s,
+                listen=False,
+                pool=self.store.pool,
+                run_migrations=False,
+            )
+            try:
+                if await barrier.rejoin(name, []):  # False: it completed there already
+                    if status == Status.COMPLETED.value:
+                        await barrier.complete(name)
+                    else:
+                        await barrier.leave(name, f"ended {status} before its runner stopped")
+            finally:
+                await barrier.close()
 
     def _take_over(self, state: InstanceState, row: object, action: ClaimAction) -> None:
         """Seed the state from the row the previous holder left (tokens, attempts, the
@@ -494,9 +532,12 @@ class Runner:
             return
         shown = ", ".join(f"{n}: {t}" for n, t in outcome.items())
         self.say(f"{command.orchestration_id}: {command.verb.value} -> {shown or 'nothing'}")
-        if ended:  # instances ended here, in their rows: the run may be over
+        if ended:  # instances ended here, in their rows: out of the barrier; the run may be over
             with contextlib.suppress(CoordinatorError):
-                await self._maybe_finish(await self._stored(command.orchestration_id))
+                run = await self._stored(command.orchestration_id)
+                for name in sorted(ended):
+                    await self._end_in_barrier(run, name, Status.CANCELLED.value)
+                await self._maybe_finish(run)
 
     async def _apply_wants(self, helds: list[Held]) -> None:
         wants = await self.control.wants_of([h.key for h in helds])
@@ -522,38 +563,78 @@ class Runner:
     async def _beat(self) -> None:
         """Every lease/3: first the fence (a runner back from a stop sees the epochs moved
         and stops those copies before anything else), then the jobs' and the runner's
-        heartbeat. Not renewed for most of the lease: stop every copy (self-fence)."""
+        heartbeat. Not renewed for most of the lease: stop every copy (self-fence), on
+        time even while a renewal hangs (across a cut link a query hangs, it does not fail:
+        it is left running, never waited for past the fence's moment)."""
         loop = asyncio.get_running_loop()
-        renewed = loop.time()
-        interval = self.me.lease_s / 3
-        while True:
-            slept = loop.time()
-            await asyncio.sleep(interval)
-            frozen = loop.time() - slept - interval
-            if must_self_fence(frozen, self.me.lease_s):  # this process was stopped: the
-                for held in list(self.held.values()):  # guardian's watchdog reaped them
-                    self._hand_back(
-                        held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
-                    )
-            try:
-                live = [h for h in self.held.values() if h.fenced is None and h.epoch]
-                epochs = await self.fleet.epochs([h.key for h in live])
-                for held in live:
-                    if fenced_out(held.epoch, epochs.get(held.key)):
-                        self._fence(held, "another runner took it over after this one's lease")
-                live = [h for h in live if h.fenced is None]
-                await self.queue.heartbeat([h.job for h in live])
-                await self.fleet.heartbeat(self.me.id, "draining" if self.draining else "running")
-                renewed = loop.time()
-            except DatabaseError as exc:
-                log.info("runner heartbeat failed", error=str(exc))
-                if must_self_fence(loop.time() - renewed, self.me.lease_s):
+        lease = self.me.lease_s
+        interval = lease / 3
+        renewed = started = loop.time()  # renewed: when the last good renewal began
+        renewing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                slept = loop.time()
+                fence_at = renewed + lease * SELF_FENCE_FRACTION
+                want = interval
+                if renewing is not None and slept < fence_at:
+                    want = min(interval, fence_at - slept)
+                await asyncio.sleep(want)
+                frozen = loop.time() - slept - want
+                if must_self_fence(frozen, lease):  # this process was stopped: the
+                    for held in list(self.held.values()):  # guardian's watchdog reaped them
+                        self._hand_back(
+                            held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
+                        )
+                if renewing is None:
+                    started = loop.time()
+                    renewing = asyncio.create_task(self._renew(), name="runner-renew")
+                left = max(0.0, min(interval, fence_at - loop.time()))
+                done, _ = await asyncio.wait({renewing}, timeout=left)
+                if renewing in done:
+                    task, renewing = renewing, None
+                    try:
+                        task.result()
+                        renewed = started
+                    except DatabaseError as exc:
+                        log.info("runner heartbeat failed", error=str(exc))
+                since = loop.time() - renewed
+                if must_self_fence(since, lease):
                     for held in list(self.held.values()):
                         self._hand_back(
                             held,
-                            f"lease not renewed for {loop.time() - renewed:.0f}s "
-                            "(database unreachable): stopped so no other copy overlaps",
+                            f"lease not renewed for {since:.1f}s (database unreachable): "
+                            "stopped so no other copy overlaps",
                         )
+        finally:
+            if renewing is not None:
+                renewing.cancel()
+
+    async def _renew(self) -> None:
+        live = [h for h in self.held.values() if h.fenced is None and h.epoch]
+        epochs = await self.fleet.epochs([h.key for h in live])
+        for held in live:
+            if fenced_out(held.epoch, epochs.get(held.key)):
+                self._fence(held, "another runner took it over after this one's lease")
+        live = [h for h in live if h.fenced is None]
+        await self.queue.heartbeat([h.job for h in live])
+        await self.fleet.heartbeat(self.me.id, "draining" if self.draining else "running")
+
+
+_ABANDONED: set[asyncio.Future[Any]] = set()  # given up on, left to end by themselves
+
+
+async def within(aw: Awaitable[T], timeout_s: float) -> T:
+    """``aw`` within ``timeout_s``, else TimeoutError, without waiting for its cancellation:
+    across a cut link, cancelling a pooled query waits for the connection's release, which
+    hangs as the query did (``asyncio.wait_for`` would wait with it)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        return task.result()
+    task.cancel()
+    _ABANDONED.add(task)
+    task.add_done_callback(_ABANDONED.discard)
+    raise TimeoutError
 
 
 def shares_budgets(orch: Orchestrator) -> bool:

@@ -239,9 +239,10 @@ class FleetSink(DbSink):
     status (one instance ending does not end the run; the fleet finishes it)."""
 
     def _journal(self, status: str, results: dict[str, Any]) -> None:
-        assert self._orch is not None
+        assert self._orch is not None and isinstance(self.store, FencedStore)
         instances, checkpoints = self.writer.take_unwritten()
-        entry = JournalEntry(self._orch, instances, checkpoints, None)
+        # fenced by the claim's epoch when replayed: a take-over meanwhile drops them
+        entry = JournalEntry(self._orch, instances, checkpoints, None, self.store.epoch)
         self.journalled = write_journal(self.state_dir, entry)
         self._note(
             f"database unreachable at the end: {entry.rows} row(s) journalled to "

@@ -315,3 +315,58 @@ async def test_close_ends_pending_waits(pg_barriers: BarrierFactory) -> None:
     await barrier.close()
     outcome, _ = await asyncio.wait_for(waiter, 5.0)
     assert not outcome.released and not outcome.timed_out and outcome.note == "barrier closed"
+
+
+async def test_a_claimed_participant_outlives_its_holder_and_its_new_holder_rejoins(
+    pg_barriers: BarrierFactory, pg_dsn: str
+) -> None:
+    """A participant held by a claim (a fleet runner's): its holder's process gone, the lease
+    does not excuse it (the next point waits for it, here until the timeout); its new
+    holder rejoins it with the points it had passed; the old holder, back, neither arrives
+    nor ends it any more; a completed one is not revived."""
+    old = await pg_barriers(["x", "y"], 1.5, host="old", lease_s=0.3)
+    other = await pg_barriers(["x", "y"], host="other")
+    assert await old.rejoin("x", [])
+    await other.register(["y"])
+    await old.arrive("x", P30)
+    outcome, _ = await arrive_and_wait(other, "y", P30)
+    assert outcome.released
+    await old.close()  # its process is gone: no heartbeat any more
+    outcome, _ = await arrive_and_wait(other, "y", "milestone:50")
+    assert outcome.timed_out and outcome.missing == ["x"]  # five leases later: still expected
+    new = await pg_barriers(["x", "y"], host="new")
+    assert await new.rejoin("x", [P30, "milestone:50"])
+    stale = await pg_barriers(["x", "y"], host="old")  # the old holder, back
+    await stale.arrive("x", "milestone:70")
+    await stale.leave("x", "its copy was stopped")
+    assert not await arrived(other, "milestone:70", {"x"})
+    waiter = asyncio.create_task(arrive_and_wait(other, "y", "milestone:70"))
+    await until(lambda: arrived(other, "milestone:70", {"y"}))
+    assert not await released(other, "milestone:70")  # x is live: it is waited for
+    await new.arrive("x", "milestone:70")
+    outcome, _ = await waiter
+    assert outcome.released and not outcome.timed_out
+    await new.complete("x")
+    assert not await stale.rejoin("x", [])  # completed stays completed
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT state, host, rejoins FROM barrier_participants WHERE name = 'x'"
+        )
+    finally:
+        await conn.close()
+    assert tuple(row) == ("completed", "new", True)
+
+
+async def test_memory_barrier_rejoin_makes_a_left_participant_live_again() -> None:
+    barrier = MemoryBarrier("o", ["a", "b"], 5.0)
+    await barrier.leave("b", "its process stopped")
+    assert await barrier.rejoin("b", [P30])
+    waiter = asyncio.create_task(arrive_and_wait(barrier, "a", "milestone:50"))
+    await until(lambda: arrived(barrier, "milestone:50", {"a"}))
+    assert not await released(barrier, "milestone:50")
+    await barrier.arrive("b", "milestone:50")
+    outcome, _ = await waiter
+    assert outcome.released
+    await barrier.complete("b")
+    assert not await barrier.rejoin("b", [])

@@ -113,3 +113,38 @@ def test_sync_line_appends_points_the_plan_did_not_list() -> None:
     points = [PointStatus("step:5", ["a"], T0, released_at=T0)]
     assert render_sync_line(points, []) == "Sync points: ✓ step 5"
     assert render_sync_line([], []) == "Sync points: none"
+
+
+# --------------------------------------------------------------- take-over
+
+
+def test_passed_points_of_a_taken_over_instance() -> None:
+    from coordinator.barrier.rules import passed_points
+
+    assert passed_points([50, 30], 0, by_steps=False) == ["milestone:30", "milestone:50"]
+    assert passed_points([], 3, by_steps=False) == []
+    assert passed_points([30], 2, by_steps=True) == ["step:1", "step:2"]
+    assert passed_points([30], 0, by_steps=True) == []  # a restart from the first turn
+
+
+def test_a_rejoined_instance_waits_only_at_its_last_point_when_still_open() -> None:
+    from coordinator.barrier.rules import rejoin_wait
+
+    passed = ["milestone:30", "milestone:50"]
+    assert rejoin_wait(passed, {"milestone:30", "milestone:50"}) is None
+    assert rejoin_wait(passed, {"milestone:30"}) == "milestone:50"
+    assert rejoin_wait(["step:2", "step:10"], {"step:2"}) == "step:10"  # by number
+    assert rejoin_wait([], set()) is None
+
+
+def test_timeouts_from_recorded_points() -> None:
+    from coordinator.barrier.rules import timeouts_of
+
+    points = [
+        PointStatus("milestone:50", ["a", "b"], T0, T0, timed_out=True, missing=["c"]),
+        PointStatus("milestone:30", ["a", "b", "c"], T0, T0),
+    ]
+    assert timeouts_of(points) == [
+        {"point": "milestone:50", "instance": "a", "missing": ["c"]},
+        {"point": "milestone:50", "instance": "b", "missing": ["c"]},
+    ]

@@ -165,3 +165,38 @@ def test_resume_of_a_fleet_run_is_refused_in_one_line(tmp_path: Path, pg_dsn: st
         "coordinator: error: orchestration fleet-r is a fleet run: its runners carry its "
         "instances on (start `coordinator runner` on any host); resume is for one-host runs"
     ], err
+
+
+def test_a_queued_instance_stopped_in_milestone_sync_is_not_waited_for(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """Milestone sync (a 120 s timeout): a waits at 30% for b, which is not due for an hour.
+    ``stop b`` ends b in its row and in the barrier: a's point opens at once and a
+    completes, long before the sync timeout."""
+    from tests.faults.harness import answer
+    from tests.faults.test_barrier_outage import progress
+
+    scripts = {
+        "a": [{"lines": [progress(30)]}, {"lines": answer("m-a", 7, 3)}],
+        "b": slow_answer("b", 1, 1, 0.1),
+    }
+    config = write_config(
+        tmp_path, scripts, {"startup_delay": 3600, "sync": {"mode": "milestone", "timeout_s": 120}}
+    )
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-m", wait=True)
+    hosts.append(start_runner(tmp_path, "r0", pg_dsn))
+    wait_for(
+        lambda: instance_rows(pg_dsn, "fleet-m").get("a", {}).get("status") == "waiting",
+        60,
+        "a to wait at 30%",
+    )
+    rc, out, err = control(tmp_path, pg_dsn, "stop", "fleet-m", "b")
+    assert rc == 0 and "b: cancelled (never launched)" in out, err + out
+    assert waiter.wait(timeout=40) == 1, (tmp_path / "submit-fleet-m.err").read_text()
+    results = json.loads((tmp_path / "results-fleet-m.json").read_text())
+    by_name = {i["name"]: i for i in results["instances"]}
+    assert by_name["a"]["status"] == "completed" and by_name["b"]["status"] == "cancelled"
+    point = next(p for p in results["sync"]["points"] if p["point"] == "milestone:30")
+    assert point["arrived"] == ["a"] and not point["timed_out"], point
+    assert hosts[0].stop() == 0, hosts[0].text()
+    assert alive_cmdlines(str(tmp_path)) == []

@@ -1,4 +1,4 @@
--- 011_fleet_control: runs whose instances runners claim, and control commands that reach
+-- 012_fleet_control: runs whose instances runners claim, and control commands that reach
 -- them wherever they run (coordinator/fleet/control.py).
 --
 --   orchestrations.fleet        NULL: a one-host run (its own process takes its commands).
