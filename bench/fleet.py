@@ -676,8 +676,11 @@ def start_server(state: Path, max_connections: int) -> str:
     return dsn
 
 
-def table(outcome: dict[str, Any]) -> str:
+def table(outcome: dict[str, Any], only: str | None = None) -> str:
     lines = [f"bench.fleet: {outcome['instances']} instances, {outcome['runners']} runners"]
+    if only is not None:
+        outcome = {only: outcome[only]}
+        lines = []
     t = outcome.get("throughput")
     if t:
         f, o = t["fleet"], t["one_host"]
@@ -732,15 +735,20 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="coordinator-bench-fleet-"))
     state = root / "pg"
     outcome: dict[str, Any] = {"instances": args.instances, "runners": args.runners}
+    outcome["capacity"] = args.capacity
+    failed: list[str] = []
     try:
         dsn = start_server(state, args.max_connections)
-        outcome["capacity"] = args.capacity
         for phase in phases:
             started = time.monotonic()
-            outcome[phase] = {"throughput": throughput, "budget": budget, "barrier": barrier}[
-                phase
-            ](root, dsn, args)
+            try:
+                outcome[phase] = PHASES[phase](root, dsn, args)
+            except BenchFailed as exc:  # the next phases still run; the bench fails at the end
+                failed.append(str(exc.code))
+                print(exc.code, file=sys.stderr, flush=True)
+                continue
             print(f"{phase}: {time.monotonic() - started:.1f} s", file=sys.stderr)
+            print(table({**outcome, phase: outcome[phase]}, only=phase), flush=True)
     finally:
         stop_embedded_server(state)
         if args.keep:
@@ -749,6 +757,11 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
     print(table(outcome))
     print(json.dumps(outcome, indent=2))
+    if failed:
+        raise SystemExit("\n".join(failed))
+
+
+PHASES = {"throughput": throughput, "budget": budget, "barrier": barrier}
 
 
 if __name__ == "__main__":
