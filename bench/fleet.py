@@ -8,7 +8,8 @@ Each instance is the replay stand-in for claude (scripts/replay-claude). Figures
 
 ``throughput``: N instances (an init line, ``--work-s`` of "work", one API response and its
 result) submitted and run by M runners of capacity C, against the same N in one
-``coordinator run``; every instance must complete with the same exact tokens in both.
+``coordinator run``; every instance must complete with its exact tokens (what its script
+served) in both.
 
 * claim-to-launch: pgqueuer's last ``picked`` log row of the instance's job -> the
   instance's ``started`` checkpoint (its process is running), p50 / p99;
@@ -134,7 +135,10 @@ def work_script(i: int, work_s: float) -> list[dict[str, Any]]:
     return [
         {"lines": [INIT]},
         {"sleep": work_s},
-        {"lines": [_assistant(f"msg-{i}", "ok", usage), _result(usage)]},
+        {
+            "lines": [_assistant(f"msg-{i}", "ok", usage), _result(usage)],
+            "tokens": [*usage.values()],
+        },
     ]
 
 
@@ -267,12 +271,22 @@ class Fleet:
                     )
                 )
 
-    def stop(self) -> float:
-        """SIGTERM (drain: nothing is held by now), wait; the CPU seconds of all."""
+    def stop(self, deadline_s: float = 60.0) -> float:
+        """SIGTERM (drain: nothing is held by now), wait; the CPU seconds of all. A runner
+        still holding an instance after every instance ended fails the bench."""
         for proc in self.runners:
             proc.send_signal(signal.SIGTERM)
         cpu = 0.0
+        deadline = time.monotonic() + deadline_s
         for proc in self.runners:
+            while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+                if time.monotonic() > deadline:
+                    raise BenchFailed(
+                        f"a runner (pid {proc.pid}) did not drain within {deadline_s:g}s of "
+                        "every instance ending: it still holds an instance (see its log: "
+                        "--keep)"
+                    )
+                time.sleep(0.1)  # a foreign process: polled with a deadline
             code, used = cpu_of_exit(proc.pid)
             proc.returncode = code
             cpu += used
@@ -377,9 +391,14 @@ def throughput(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]
         cpu = fleet.stop()
     finally:
         fleet.kill()
-    rows = asyncio.run(rows_of(dsn, "bench-fleet"))
-    expect(rows, n, "bench-fleet", status={"completed"})
-    tokens = {r["name"]: r["total_tokens"] for r in rows}
+    tokens = {f"i{i}": sum(work_script(i, 0)[2]["tokens"]) for i in range(n)}
+    expect(
+        asyncio.run(rows_of(dsn, "bench-fleet")),
+        n,
+        "bench-fleet",
+        status={"completed"},
+        tokens=tokens,
+    )
     launch = asyncio.run(launch_figures(dsn, "bench-fleet", n, after_job))
 
     started = time.monotonic()
@@ -550,7 +569,7 @@ def budget(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                 [{"REPLAY_TERM_STAMP": str(terms / f"i{i}")} for i in range(per_round)],
             )
             fleet.submit(config, orch_id)
-            fill_s = asyncio.run(wait_running(dsn, orch_id, slots, 300.0))
+            fill_s = asyncio.run(wait_running(dsn, orch_id, slots, 120.0))
             go.touch()
             fleet.wait(orch_id)
             expect(
