@@ -229,6 +229,8 @@ class Fleet:
         self.root = root
         self.dsn = dsn
         self.runners: list[subprocess.Popen[bytes]] = []
+        self.not_drained: list[str] = []  # runners still holding an instance at the end
+        self.names: dict[int, str] = {}
 
     def _cli(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -270,6 +272,7 @@ class Fleet:
                         stdin=subprocess.DEVNULL,
                     )
                 )
+            self.names[self.runners[-1].pid] = f"{tag}{k}"
 
     def stop(self, deadline_s: float = 60.0) -> float:
         """SIGTERM (drain: nothing is held by now), wait; the CPU seconds of all. A runner
@@ -280,14 +283,15 @@ class Fleet:
         deadline = time.monotonic() + deadline_s
         for proc in self.runners:
             while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                if time.monotonic() > deadline:
-                    raise BenchFailed(
-                        f"a runner (pid {proc.pid}) did not drain within {deadline_s:g}s of "
-                        "every instance ending: it still holds an instance (see its log: "
-                        "--keep)"
-                    )
+                if time.monotonic() > deadline:  # it still holds an instance: a defect
+                    self.not_drained.append(self.names.get(proc.pid, str(proc.pid)))
+                    proc.kill()
+                    break
                 time.sleep(0.1)  # a foreign process: polled with a deadline
             code, used = cpu_of_exit(proc.pid)
+            if code == -signal.SIGKILL:
+                cpu += used
+                continue
             proc.returncode = code
             cpu += used
             if code != 0:
@@ -555,9 +559,10 @@ def budget(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     stopped: list[float] = []
     details = []
     started = time.monotonic()
+    problems: list[str] = []
+    cpu = 0.0
     try:
-        fleet.start("b", args.runners, args.capacity)
-        for r in range(rounds):
+        for r in range(rounds):  # fresh runners each round: what one leaks stays its own
             orch_id = f"bench-budget-{r}"
             go = root / f"go-{r}"
             terms = root / f"terms-{r}"
@@ -569,24 +574,38 @@ def budget(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                 [{"REPLAY_TERM_STAMP": str(terms / f"i{i}")} for i in range(per_round)],
             )
             fleet.submit(config, orch_id)
-            fill_s = asyncio.run(wait_running(dsn, orch_id, slots, 120.0))
-            go.touch()
-            fleet.wait(orch_id)
-            expect(
-                asyncio.run(rows_of(dsn, orch_id)),
-                per_round,
-                orch_id,
-                status={"blocked", "skipped"},
-            )
-            got = asyncio.run(block_figures(dsn, orch_id, limit, terms))
+            fleet.start(f"b{r}-", args.runners, args.capacity)
+            try:
+                fill_s = asyncio.run(wait_running(dsn, orch_id, slots, 120.0))
+                go.touch()
+                fleet.wait(orch_id)
+                expect(
+                    asyncio.run(rows_of(dsn, orch_id)),
+                    per_round,
+                    orch_id,
+                    status={"blocked", "skipped"},
+                )
+                got = asyncio.run(block_figures(dsn, orch_id, limit, terms))
+            except BenchFailed as exc:
+                problems.append(str(exc.code))
+                break
+            finally:
+                go.touch()
+                cpu += fleet.stop()
             others += got.pop("others")
             same += got.pop("same_runner")
             stopped += got.pop("stopped")
             details.append({"round": r, "slots_filled_s": round(fill_s, 2), **got})
         wall = time.monotonic() - started
-        cpu = fleet.stop()
     finally:
         fleet.kill()
+    if fleet.not_drained:
+        problems.append(
+            f"runner(s) {', '.join(fleet.not_drained)} still held an instance 60 s after "
+            "every instance of their round ended (killed)"
+        )
+    if not details:
+        raise BenchFailed("; ".join(problems) or "no budget round finished")
     return {
         "rounds": rounds,
         "instances_per_round": per_round,
@@ -599,6 +618,7 @@ def budget(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
         "per_round": details,
+        "problems": problems,
     }
 
 
@@ -766,6 +786,9 @@ def main() -> None:
                 failed.append(str(exc.code))
                 print(exc.code, file=sys.stderr, flush=True)
                 continue
+            for problem in outcome[phase].get("problems", []):
+                failed.append(f"bench.fleet: {phase}: {problem}")
+                print(failed[-1], file=sys.stderr, flush=True)
             print(f"{phase}: {time.monotonic() - started:.1f} s", file=sys.stderr)
             print(table({**outcome, phase: outcome[phase]}, only=phase), flush=True)
     finally:
