@@ -6,7 +6,7 @@ resident memory of each instance's tree (its leader and descendants) in the same
 
 Starts ``--instances`` process trees shaped like an instance (a leader in its own session
 with ``--children`` tool processes under it), then times ``--ticks`` ticks of the scan alone
-(``descendants_by_leader``) and of the scan with memory (the engine's ``_scan_trees``), in
+(``descendants_by_leader``) and of the scan with memory (the engine's ``scan_trees``), in
 CPU time of this process, interleaved. Prints CPU ms per tick, the added cost per instance
 per tick, and that cost as a share of one core at one tick per second.
 """
@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from coordinator.engine.orchestrator import _scan_trees
+from coordinator.engine.orchestrator import scan_trees
 from runner.process import descendants_by_leader
 
 LEADER = (
@@ -52,7 +52,7 @@ def main() -> int:
             t0 = time.process_time()
             descendants_by_leader(pids)
             t1 = time.process_time()
-            _found, rss = _scan_trees(pids)
+            _found, rss = scan_trees(pids)
             t2 = time.process_time()
             scan += t1 - t0
             with_rss += t2 - t1

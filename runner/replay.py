@@ -23,6 +23,10 @@ each one of::
     {"marker": "/path/file"}                 write a timestamp (ns) to a file, then go on
     {"wait_file": "/path/file", "timeout": 60}   go on once the test creates this file
                                              (exit 3 if it never comes)
+    {"lines": [...], "await_cont": "/path", "timeout": 60}   write these lines, wait to
+                                             be stopped and continued (SIGSTOP, SIGCONT: a
+                                             barrier's pause), write the time (ns) SIGCONT
+                                             came to the file (exit 3 if it never comes)
     {"exit": 3}                              exit with this code
     {"signal": "SIGKILL"}                    kill itself with a signal
 
@@ -30,7 +34,8 @@ each one of::
 script: the stand-in plays the pinned claude, whose built-ins are recorded, so asking it
 its version launches nothing. Without ``exit`` it exits 0 after the last step.
 ``REPLAY_IGNORE_SIGTERM=1`` makes it ignore SIGTERM (a stubborn claude: only the SIGKILL
-after the grace period stops it).
+after the grace period stops it). ``REPLAY_TERM_STAMP=/path`` makes a SIGTERM write
+``time.time_ns()`` to that file before the stand-in exits 143 (when it was stopped).
 """
 
 from __future__ import annotations
@@ -44,12 +49,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from coordinator.commands.builtins import OBSERVED_VERSION as PINNED_VERSION
-
 
 def run_script(steps: list[dict[str, Any]], out: Any) -> int:
     for step in steps:
-        if "file" in step:
+        if "await_cont" in step:
+            data = b"".join(_line(item) for item in step.get("lines", []))
+            if not _await_cont(out, data, Path(step["await_cont"]), float(step.get("timeout", 60))):
+                return 3
+        elif "file" in step:
             data = Path(step["file"]).read_bytes()
             for _ in range(int(step.get("repeat", 1))):
                 out.write(data)
@@ -113,6 +120,30 @@ def _wait_file(path: Path, timeout: float) -> bool:
     return True
 
 
+def _await_cont(out: Any, data: bytes, path: Path, timeout: float) -> bool:
+    """Block SIGCONT, write ``data`` (what makes the engine stop us), wait for SIGCONT: the
+    kernel continues a stopped process whether or not the signal is blocked, so its
+    arrival is taken here, timed, and never missed (not even one that comes at once)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCONT})
+    try:
+        out.write(data)
+        out.flush()
+        got = signal.sigtimedwait({signal.SIGCONT}, timeout)
+        at = time.time_ns()
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCONT})
+    if got is None:
+        return False
+    path.write_text(str(at))
+    return True
+
+
+def _stamp_term(signum: int, frame: object) -> None:
+    at = time.time_ns()
+    Path(os.environ["REPLAY_TERM_STAMP"]).write_text(str(at))
+    os._exit(128 + signum)
+
+
 def _daemon(argv: list[str], pidfile: str | None) -> None:
     """fork, setsid, fork, exec in the grandchild; the middle process exits at once and
     this one waits for it, so the daemon is nobody's child (a subreaper's)."""
@@ -167,7 +198,9 @@ def _write_stamped(out: Any, data: bytes, stamp: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"]:
+    if args == ["--version"]:  # imported only here: it costs ~90 ms and 6 MB per instance
+        from coordinator.commands.builtins import OBSERVED_VERSION as PINNED_VERSION
+
         print(f"{os.environ.get('REPLAY_VERSION', PINNED_VERSION)} (Claude Code)")
         return 0
     script = os.environ.get("REPLAY_SCRIPT")
@@ -179,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = json.loads(Path(script).read_text())
     if os.environ.get("REPLAY_IGNORE_SIGTERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    elif os.environ.get("REPLAY_TERM_STAMP"):
+        signal.signal(signal.SIGTERM, _stamp_term)
     try:
         return run_script(steps, sys.stdout.buffer)
     except BrokenPipeError:

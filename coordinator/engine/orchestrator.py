@@ -21,7 +21,7 @@ import structlog
 
 from coordinator.barrier import Barrier, MemoryBarrier, open_barrier
 from coordinator.budget.rules import Budget, BudgetBook, BudgetEvent, BudgetScope, budgets_from_plan
-from coordinator.config.models import BudgetMode
+from coordinator.config.models import BudgetMode, SyncMode
 from coordinator.control.attempts import (
     CONTINUE_PROMPT,
     AttemptLaunch,
@@ -115,6 +115,8 @@ class Orchestrator:
         keep_config_dirs: Path | None = None,
         pool_store: Store | None = None,
         shared_guardian: Guardian | None = None,
+        barrier: Barrier | None = None,
+        scan_descendants: bool = True,
     ) -> None:
         self.plan = plan
         self.base_env = base_env
@@ -155,6 +157,11 @@ class Orchestrator:
         self._barrier_dsn = barrier_dsn
         self._barrier_poll_s = barrier_poll_s
         self._sync_rejoin = sync_rejoin  # held by a claim (a fleet runner): see SyncDriver.open
+        # a barrier several engines of one process share (a fleet runner's, per run)
+        self._given_barrier = barrier
+        # False: the caller scans the process table for several engines at once and
+        # hands each its part (take_scan): a fleet runner, one pass for all it holds
+        self._scan_own = scan_descendants
         # isolate_config_dir with a database: each instance's dir is kept here until it
         # completes, so that a resume (another process) finds its session's transcript
         self._keep_config_dirs = (
@@ -199,7 +206,9 @@ class Orchestrator:
                 inst.name: asyncio.create_task(self._launch(inst), name=f"launch:{inst.name}")
                 for inst in self.plan.instances
             }
-            helpers = [asyncio.create_task(self._scan_descendants(), name="descendants")]
+            helpers = []
+            if self._scan_own:
+                helpers.append(asyncio.create_task(self._scan_descendants(), name="descendants"))
             if self.sync.active:
                 helpers.append(asyncio.create_task(self._refresh_sync(), name="sync-status"))
             try:
@@ -265,18 +274,21 @@ class Orchestrator:
         plan = self.plan
         names = [inst.name for inst in plan.instances]
         barrier: Barrier
-        try:
-            barrier = await open_barrier(
-                plan.sync.mode,
-                plan.orchestration_id,
-                self._barrier_dsn,
-                participants=names,
-                timeout_s=plan.sync.timeout_s,
-                poll_interval_s=self._barrier_poll_s,
-            )
-        except BARRIER_TROUBLE as exc:
-            self._note(f"barrier database unavailable, syncing in this process only: {exc}")
-            barrier = MemoryBarrier(plan.orchestration_id, names, plan.sync.timeout_s)
+        if self._given_barrier is not None and plan.sync.mode is not SyncMode.FREE:
+            barrier = self._given_barrier  # not closed here: SharedBarrier.close is a no-op
+        else:
+            try:
+                barrier = await open_barrier(
+                    plan.sync.mode,
+                    plan.orchestration_id,
+                    self._barrier_dsn,
+                    participants=names,
+                    timeout_s=plan.sync.timeout_s,
+                    poll_interval_s=self._barrier_poll_s,
+                )
+            except BARRIER_TROUBLE as exc:
+                self._note(f"barrier database unavailable, syncing in this process only: {exc}")
+                barrier = MemoryBarrier(plan.orchestration_id, names, plan.sync.timeout_s)
         driver = SyncDriver(
             plan,
             barrier,
@@ -526,22 +538,37 @@ class Orchestrator:
                 note = await asyncio.to_thread(self._guardian.check)
                 if note is not None:
                     self._note(note)
-            procs = {
-                run.proc.pid: run.proc
-                for run in self.runs.values()
-                if run.proc is not None and run.proc.returncode is None
-            }
+            procs = self.scan_leaders()
             if not procs:
                 continue
-            found, rss = await asyncio.to_thread(_scan_trees, set(procs))
-            for leader, idents in found.items():
-                procs[leader].tree.seen |= idents
-                if self._guardian is not None:
-                    for ident in idents:
-                        self._guardian.track_process(ident.pid, ident.create_time)
-            for run in list(self.runs.values()):  # the same tick measures them
-                if run.proc is not None and run.proc.pid in rss and not run.state.status.finished:
-                    self.measuring.sample(run.state, rss[run.proc.pid])
+            found, rss = await asyncio.to_thread(scan_trees, set(procs))
+            self.take_scan(found, rss)
+
+    def scan_leaders(self) -> set[int]:
+        """The pids of the instances running now (the leaders a scan looks under)."""
+        return {
+            run.proc.pid
+            for run in self.runs.values()
+            if run.proc is not None and run.proc.returncode is None
+        }
+
+    def take_scan(
+        self, found: Mapping[int, set[ProcIdentity]], rss: Mapping[int, int | None]
+    ) -> None:
+        """What a scan found under this engine's leaders: remembered (stopping and the
+        guardian reach them) and the same tick measures them."""
+        procs = {run.proc.pid: run.proc for run in self.runs.values() if run.proc is not None}
+        for leader, idents in found.items():
+            proc = procs.get(leader)
+            if proc is None:
+                continue
+            proc.tree.seen |= idents
+            if self._guardian is not None:
+                for ident in idents:
+                    self._guardian.track_process(ident.pid, ident.create_time)
+        for run in list(self.runs.values()):
+            if run.proc is not None and run.proc.pid in rss and not run.state.status.finished:
+                self.measuring.sample(run.state, rss[run.proc.pid])
 
     def _stop_measured(self, state: InstanceState, status: Status, reason: str) -> None:
         """Over its memory limit (block mode) or its enforced time budget: stopped."""
@@ -827,7 +854,7 @@ class Orchestrator:
         return [n for n in self.states if not names or n in names]
 
 
-def _scan_trees(leaders: set[int]) -> tuple[dict[int, set[ProcIdentity]], dict[int, int | None]]:
+def scan_trees(leaders: set[int]) -> tuple[dict[int, set[ProcIdentity]], dict[int, int | None]]:
     """One pass over the process table (every descendant of each leader), then the resident
     memory of each leader's tree: in a thread, once a tick."""
     found = descendants_by_leader(leaders)

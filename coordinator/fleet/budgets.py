@@ -1,28 +1,101 @@
 """Budgets across runners, pure: a runner's engine counts its own instance; what the run's
-other instances (on any runner) spent comes from their rows and is added to each shared
+other instances (on any runner) spent comes from the database and is added to each shared
 budget (overall, per command) of that engine's book, with the same threshold and crossing
-rules as one host. Per-instance budgets need nothing: their instance is here."""
+rules as one host. Per-instance budgets need nothing: their instance is here.
+
+What the database returns is :class:`RunUse`, sums only (``budget_use`` in queries.sql):
+the whole run's, each budgeted command's, and the hosted instances' own rows (subtracted:
+an engine counts its own instance live). Not every row of the run: a runner reads this
+every poll, and a run may have thousands of instances.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from coordinator.budget.rules import Budget, BudgetBook, BudgetEvent, BudgetScope, BudgetUnit
 from coordinator.db.rows import InstanceRow
 from coordinator.plan import RunPlan
-from runner.events import Usage
 
 
-def others_of(budget: Budget, plan: RunPlan, hosted: str) -> frozenset[str]:
-    """The instances of the whole run, other than ``hosted``, that ``budget`` covers."""
-    if budget.scope is BudgetScope.OVERALL:
-        return frozenset(i.name for i in plan.instances if i.name != hosted)
-    if budget.scope is BudgetScope.COMMAND:
-        return frozenset(
-            i.name for i in plan.instances if i.slash_command == budget.target and i.name != hosted
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """Sums over some instance rows."""
+
+    tokens: int = 0  # input + output + cache reads + cache creation
+    cache_read: int = 0
+    cost_usd: float = 0.0
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.tokens + other.tokens,
+            self.cache_read + other.cache_read,
+            self.cost_usd + other.cost_usd,
         )
-    return frozenset()
+
+    def __sub__(self, other: Spent) -> Spent:
+        return Spent(
+            self.tokens - other.tokens,
+            self.cache_read - other.cache_read,
+            self.cost_usd - other.cost_usd,
+        )
+
+    @classmethod
+    def of(cls, row: InstanceRow) -> Spent:
+        tokens = (
+            row.input_tokens + row.output_tokens + row.cache_read_tokens + row.cache_creation_tokens
+        )
+        return cls(tokens, row.cache_read_tokens, row.cost_usd)
+
+
+@dataclass(frozen=True, slots=True)
+class RunUse:
+    """What a run's rows add up to: overall, per budgeted command, per hosted instance."""
+
+    overall: Spent = Spent()
+    commands: Mapping[str, Spent] = field(default_factory=dict)
+    own: Mapping[str, Spent] = field(default_factory=dict)  # the hosted instances' rows
+
+    @classmethod
+    def of_rows(
+        cls, plan: RunPlan, rows: Mapping[str, InstanceRow], hosted: Iterable[str]
+    ) -> RunUse:
+        """The same sums from full rows (what the query computes in the database)."""
+        command_of = dict(zip(*command_groups(plan), strict=True))
+        overall = Spent()
+        commands: dict[str, Spent] = {}
+        for name, row in rows.items():
+            spent = Spent.of(row)
+            overall += spent
+            command = command_of.get(name)
+            if command is not None:
+                commands[command] = commands.get(command, Spent()) + spent
+        own = {name: Spent.of(rows[name]) for name in hosted if name in rows}
+        return cls(overall, commands, own)
+
+
+def command_groups(plan: RunPlan) -> tuple[list[str], list[str]]:
+    """The instances of the whole run a command budget covers, and their command (the
+    query's groups); empty without command budgets."""
+    targets = set(plan.budget.command_budgets) | set(plan.budget.command_cost_budgets)
+    pairs = [(i.name, i.slash_command) for i in plan.instances if i.slash_command in targets]
+    return [n for n, _ in pairs], [c for _, c in pairs if c is not None]
+
+
+def others_use(budget: Budget, book: BudgetBook, use: RunUse, hosted: str) -> float | None:
+    """What the instances ``budget`` covers, other than ``hosted``, spent (None: it covers
+    no other instance: nothing to add)."""
+    if budget.scope is BudgetScope.OVERALL:
+        total = use.overall
+    elif budget.scope is BudgetScope.COMMAND:
+        total = use.commands.get(budget.target, Spent())
+    else:
+        return None
+    spent = total - use.own.get(hosted, Spent())
+    if budget.unit is BudgetUnit.TOKENS:
+        return float(spent.tokens if book.count_cache_reads else spent.tokens - spent.cache_read)
+    return spent.cost_usd
 
 
 @dataclass
@@ -34,28 +107,18 @@ class SharedTally:
     def apply(
         self, book: BudgetBook, plan: RunPlan, hosted: str, rows: Mapping[str, InstanceRow]
     ) -> list[BudgetEvent]:
+        """:meth:`apply_use` from full rows."""
+        return self.apply_use(book, RunUse.of_rows(plan, rows, [hosted]), hosted)
+
+    def apply_use(self, book: BudgetBook, use: RunUse, hosted: str) -> list[BudgetEvent]:
         """Bring the others' use up to date; the thresholds and limits newly crossed."""
         events: list[BudgetEvent] = []
         for budget in book.covering(hosted):
-            others = others_of(budget, plan, hosted)
-            if not others:
+            if budget.scope is BudgetScope.INSTANCE:
                 continue
-            used = 0.0
-            for name in others:
-                row = rows.get(name)
-                if row is None:
-                    continue
-                if budget.unit is BudgetUnit.TOKENS:
-                    used += book.counted(
-                        Usage(
-                            row.input_tokens,
-                            row.output_tokens,
-                            row.cache_read_tokens,
-                            row.cache_creation_tokens,
-                        )
-                    )
-                else:
-                    used += row.cost_usd
+            used = others_use(budget, book, use, hosted)
+            if used is None:
+                continue
             key = budget.key
             budget.used += used - self.added.get(key, 0.0)
             self.added[key] = used

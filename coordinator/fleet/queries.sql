@@ -170,3 +170,30 @@ WHERE orchestration_id = $1 AND name = $2 AND command_id = $3;
 -- What the holders did with a command so far.
 SELECT name, outcome FROM fleet_wants
 WHERE orchestration_id = $1 AND command_id = $2 AND outcome IS NOT NULL;
+
+-- name: budget_use
+-- What shared budgets need of a run, sums only (a runner reads this every budget poll):
+-- the whole run's ('all'), each budgeted command's ('command': $2 names, $3 their
+-- commands) and the rows of the instances this runner hosts ('own': $4), whose engines
+-- count them live.
+SELECT 'all' AS kind, NULL::text AS key,
+       coalesce(sum(input_tokens + output_tokens + cache_read_tokens
+                    + cache_creation_tokens), 0)::bigint AS tokens,
+       coalesce(sum(cache_read_tokens), 0)::bigint AS cache_read,
+       coalesce(sum(cost_usd), 0)::double precision AS cost_usd
+FROM instances WHERE orchestration_id = $1
+UNION ALL
+SELECT 'command', g.command,
+       sum(i.input_tokens + i.output_tokens + i.cache_read_tokens
+           + i.cache_creation_tokens)::bigint,
+       sum(i.cache_read_tokens)::bigint,
+       sum(i.cost_usd)::double precision
+FROM instances i
+JOIN unnest($2::text[], $3::text[]) AS g(name, command) ON i.name = g.name
+WHERE i.orchestration_id = $1
+GROUP BY g.command
+UNION ALL
+SELECT 'own', name,
+       (input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens)::bigint,
+       cache_read_tokens::bigint, cost_usd::double precision
+FROM instances WHERE orchestration_id = $1 AND name = ANY($4::text[]);

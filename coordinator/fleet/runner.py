@@ -26,17 +26,19 @@ import structlog
 from rich.console import Console
 
 from coordinator import app
-from coordinator.barrier import PostgresBarrier
+from coordinator.barrier import PostgresBarrier, open_barrier
 from coordinator.budget.rules import BudgetScope
 from coordinator.config.models import SyncMode
 from coordinator.control.commands import ControlCommand, Verb
 from coordinator.control.resume import seed_state
 from coordinator.db.postgres import PostgresStore
 from coordinator.engine.instance import Limits
-from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator
+from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator, scan_trees
 from coordinator.engine.state import InstanceState, Status
+from coordinator.engine.sync import BARRIER_TROUBLE
 from coordinator.errors import CoordinatorError, DatabaseError
-from coordinator.fleet.budgets import SharedTally
+from coordinator.fleet.barrier import SharedBarrier
+from coordinator.fleet.budgets import SharedTally, command_groups
 from coordinator.fleet.control import ANSWER_WAIT_S, FleetControlDb, Want, serve_command
 from coordinator.fleet.control import POLL_S as CONTROL_POLL_S
 from coordinator.fleet.finish import finish_if_ended
@@ -60,7 +62,8 @@ T = TypeVar("T")
 
 UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
 HOSTED_REFRESH_S = 2.0  # how often a runner looks for `run --fleet` runs it can join
-BUDGET_POLL_S = 0.25  # the other runners' spending is read this often (block latency)
+BUDGET_POLL_S = 0.1  # the other runners' spending is read this often (block latency):
+# one aggregate query per run held (coordinator/fleet/queries.sql budget_use), not its rows
 
 
 @dataclass
@@ -144,6 +147,9 @@ class Runner:
         self._wake = asyncio.Event()
         self._runs: dict[str, StoredRun] = {}
         self._offline: dict[str, dict[str, str] | None] = {}
+        self._budget_groups: dict[str, tuple[list[str], list[str]]] = {}
+        self._barriers: dict[str, SharedBarrier] = {}  # per run: one for all its engines here
+        self._barrier_lock = asyncio.Lock()
         self._stack = AsyncExitStack()
         self.state_dir = app.state_dir_of(settings)
         self.guardian: Guardian | None = None
@@ -176,6 +182,7 @@ class Runner:
         beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
         budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
         control = asyncio.create_task(self._control(), name="runner-control")
+        scan = asyncio.create_task(self._scan(), name="runner-descendants")
         try:
             async with self._stack:
                 while not self.draining:
@@ -190,12 +197,15 @@ class Runner:
         finally:
             if self._serving:  # commands taken here: acknowledged before the runner goes
                 await asyncio.wait(list(self._serving), timeout=ANSWER_WAIT_S + 2.0)
-            for task in (beat, budgets, control, *self._serving):
+            for task in (beat, budgets, control, scan, *self._serving):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             with contextlib.suppress(Exception):
                 await within(self.fleet.stop(self.me.id), 5.0)
+            for shared in list(self._barriers.values()):  # closed by the last engine, else here
+                with contextlib.suppress(*BARRIER_TROUBLE):
+                    await shared.close_shared()
             if self.handle_signals:
                 for sig in STOP_SIGNALS:
                     loop.remove_signal_handler(sig)
@@ -287,6 +297,11 @@ class Runner:
         finally:
             self.held.pop(held.key, None)
             self._wake.set()
+            if not any(h.orchestration_id == held.orchestration_id for h in self.held.values()):
+                shared = self._barriers.pop(held.orchestration_id, None)
+                if shared is not None:  # none of the run's engines here uses it any more
+                    with contextlib.suppress(*BARRIER_TROUBLE):
+                        await shared.close_shared()
 
     async def _stored(self, orchestration_id: str) -> StoredRun:
         run = self._runs.get(orchestration_id)
@@ -351,6 +366,8 @@ class Runner:
             handle_signals=False,
             keep_config_dirs=self.state_dir / "claude-config",
             shared_guardian=self.guardian,
+            barrier=await self._barrier(run),
+            scan_descendants=False,  # the runner's one scan for all (_scan)
         )
         state = orch.states[held.name]
         carry = claim.row.carry or {}
@@ -372,8 +389,8 @@ class Runner:
             self._take_over(state, claim.row, action)
             orch.budgets.update(held.name, state.accountant.usage, state.accountant.cost_usd)
         if shares_budgets(orch):  # what the run's other instances spent counts here too
-            rows = {r.name: r for r in await self.store.list_instances(held.orchestration_id)}
-            orch.budget_events(state, held.shared.apply(orch.budgets, run.plan, held.name, rows))
+            use = await self.fleet.budget_use(held.orchestration_id, self._groups(run), [held.name])
+            orch.budget_events(state, held.shared.apply_use(orch.budgets, use, held.name))
         self.say(f"claimed {held.orchestration_id}/{held.name} (epoch {claim.epoch}, {action})")
         held.run = run
         held.orch = orch
@@ -485,8 +502,9 @@ class Runner:
 
     async def _budgets(self) -> None:
         """The run's overall and per-command budgets across runners: every BUDGET_POLL_S,
-        the other instances' rows are added to each held engine's shared budgets; a
-        crossing in block mode stops the instance here as a crossing of its own would."""
+        what the other instances' rows add up to (one aggregate query per run) is added to
+        each held engine's shared budgets; a crossing in block mode stops the instance here
+        as a crossing of its own would."""
         while True:
             await asyncio.sleep(BUDGET_POLL_S)
             by_run: dict[str, list[Held]] = {}
@@ -494,15 +512,17 @@ class Runner:
                 if held.orch is not None and held.fenced is None and shares_budgets(held.orch):
                     by_run.setdefault(held.orchestration_id, []).append(held)
             for orch_id, helds in by_run.items():
+                assert helds[0].run is not None
+                groups = self._groups(helds[0].run)
                 try:
-                    rows = {r.name: r for r in await self.store.list_instances(orch_id)}
+                    use = await self.fleet.budget_use(orch_id, groups, [h.name for h in helds])
                 except DatabaseError as exc:
-                    log.info("budget rows unavailable", error=str(exc))
+                    log.info("budget use unavailable", error=str(exc))
                     continue
                 for held in helds:
-                    assert held.orch is not None and held.run is not None
+                    assert held.orch is not None
                     state = held.orch.states[held.name]
-                    events = held.shared.apply(held.orch.budgets, held.run.plan, held.name, rows)
+                    events = held.shared.apply_use(held.orch.budgets, use, held.name)
                     if events:
                         held.orch.budget_events(state, events)
 
@@ -559,6 +579,53 @@ class Runner:
         else:
             done = orch.unpause_instances([held.name])
         return f"{done.get(held.name, want.verb.value)} (on runner {self.me.name})"
+
+    async def _scan(self, interval: float = 1.0) -> None:
+        """Every held engine's descendant scan and memory sample in ONE pass over the
+        process table a tick (each engine's own would be one pass per instance held)."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.guardian is not None:
+                note = await asyncio.to_thread(self.guardian.check)
+                if note is not None:
+                    self.say(note)
+            engines = [(h.orch, h.orch.scan_leaders()) for h in self.held.values() if h.orch]
+            leaders = set().union(*(pids for _, pids in engines))
+            if not leaders:
+                continue
+            found, rss = await asyncio.to_thread(scan_trees, leaders)
+            for orch, pids in engines:
+                orch.take_scan(
+                    {p: found[p] for p in pids if p in found}, {p: rss[p] for p in pids if p in rss}
+                )
+
+    async def _barrier(self, run: StoredRun) -> SharedBarrier | None:
+        """The run's barrier for every engine of it here (None: free sync, or the database
+        cannot hold it now: each engine then tries its own and falls back, loudly)."""
+        if run.plan.sync.mode is SyncMode.FREE:
+            return None
+        async with self._barrier_lock:
+            shared = self._barriers.get(run.row.id)
+            if shared is None:
+                try:
+                    inner = await open_barrier(
+                        run.plan.sync.mode,
+                        run.row.id,
+                        self.dsn,
+                        participants=[i.name for i in run.plan.instances],
+                        timeout_s=run.plan.sync.timeout_s,
+                    )
+                except BARRIER_TROUBLE as exc:
+                    log.info("no shared barrier", run=run.row.id, error=str(exc))
+                    return None
+                shared = self._barriers[run.row.id] = SharedBarrier(inner)
+            return shared
+
+    def _groups(self, run: StoredRun) -> tuple[list[str], list[str]]:
+        groups = self._budget_groups.get(run.row.id)
+        if groups is None:
+            groups = self._budget_groups[run.row.id] = command_groups(run.plan)
+        return groups
 
     async def _beat(self) -> None:
         """Every lease/3: first the fence (a runner back from a stop sees the epochs moved

@@ -23,6 +23,7 @@ from coordinator.db.postgres import (
 )
 from coordinator.db.rows import InstanceRow, OrchestrationRow
 from coordinator.engine.db_sink import DbSink
+from coordinator.fleet.budgets import RunUse, Spent
 from coordinator.fleet.queue import _sql
 
 
@@ -165,6 +166,32 @@ class FleetDb:
     async def live_runners(self) -> int:
         with database_errors("count live runners"):
             return int(await self.pool.fetchval(_sql("live_runners")))
+
+    async def budget_use(
+        self,
+        orchestration_id: str,
+        groups: tuple[Sequence[str], Sequence[str]],
+        hosted: Sequence[str],
+    ) -> RunUse:
+        """The sums shared budgets need (``groups``: the names and commands a command
+        budget covers, :func:`coordinator.fleet.budgets.command_groups`)."""
+        names, commands = groups
+        with database_errors("read budget use"):
+            records = await self.pool.fetch(
+                _sql("budget_use"), orchestration_id, list(names), list(commands), list(hosted)
+            )
+        overall = Spent()
+        by_command: dict[str, Spent] = {}
+        own: dict[str, Spent] = {}
+        for r in records:
+            spent = Spent(int(r["tokens"]), int(r["cache_read"]), float(r["cost_usd"]))
+            if r["kind"] == "all":
+                overall = spent
+            elif r["kind"] == "command":
+                by_command[r["key"]] = spent
+            else:
+                own[r["key"]] = spent
+        return RunUse(overall, by_command, own)
 
     async def runners_of(self, orchestration_id: str) -> list[RunnerRow]:
         with database_errors("list runners"):

@@ -95,3 +95,61 @@ async def test_install_is_idempotent_and_beside_our_schema(pg_dsn: str) -> None:
     finally:
         await conn.close()
     assert {"pgqueuer", "pgqueuer_log", "runners", "instances", "orchestrations"} <= tables
+
+
+async def test_budget_use_sums_what_the_rows_sum(pg_store: object) -> None:
+    """The runners' budget poll reads sums, not rows: they must be the rows' sums (the
+    whole run, each budgeted command, the hosted instances' own rows)."""
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from coordinator.config import parse_config
+    from coordinator.db.postgres import PostgresStore
+    from coordinator.db.rows import InstanceRow, OrchestrationRow
+    from coordinator.fleet.budgets import RunUse, command_groups
+    from coordinator.fleet.store import FleetDb
+    from coordinator.plan import RunOptions, build_plan
+
+    assert isinstance(pg_store, PostgresStore)
+    config = parse_config(
+        {
+            "orchestration": {"budget": {"overall_tokens": 9, "command_budgets": {"/x": 9}}},
+            "instances": [
+                {"name": "a", "command": "/x go"},
+                {"name": "b", "command": "/x go"},
+                {"name": "c", "command": "/y go"},
+                {"name": "d", "command": "plain"},
+            ],
+        }
+    )
+    plan = build_plan(
+        config,
+        RunOptions(orchestration_id="use"),
+        claude_bin="claude",
+        config_path=None,
+        cwd=Path("/tmp"),
+        now=datetime.now(UTC),
+    )
+    await pg_store.create_orchestration(OrchestrationRow("use", "running", "h", "free"))
+    rows = {
+        name: InstanceRow(
+            "use",
+            name,
+            "running",
+            input_tokens=10 * k,
+            output_tokens=k,
+            cache_read_tokens=100 * k,
+            cache_creation_tokens=3,
+            cost_usd=0.5 * k,
+        )
+        for k, name in enumerate("abc", start=1)  # d has no row yet
+    }
+    await pg_store.upsert_instances(list(rows.values()))
+    got = await FleetDb(pg_store.pool).budget_use("use", command_groups(plan), ["a", "d"])
+    want = RunUse.of_rows(plan, rows, ["a", "d"])
+    assert got == want
+    assert got.commands.keys() == {"/x"}  # /y has no budget: not asked for
+    assert got.overall.tokens == sum(
+        r.input_tokens + r.output_tokens + r.cache_read_tokens + r.cache_creation_tokens
+        for r in rows.values()
+    )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -176,7 +177,7 @@ def test_a_queued_instance_stopped_in_milestone_sync_is_not_waited_for(
     from tests.faults.harness import answer
     from tests.faults.test_barrier_outage import progress
 
-    scripts = {
+    scripts: dict[str, list[dict[str, Any]]] = {
         "a": [{"lines": [progress(30)]}, {"lines": answer("m-a", 7, 3)}],
         "b": slow_answer("b", 1, 1, 0.1),
     }
