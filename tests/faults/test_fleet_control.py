@@ -6,6 +6,8 @@ signals (SIGSTOP/SIGCONT of the instance's process group), the replay stand-in."
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -200,4 +202,42 @@ def test_a_queued_instance_stopped_in_milestone_sync_is_not_waited_for(
     point = next(p for p in results["sync"]["points"] if p["point"] == "milestone:30")
     assert point["arrived"] == ["a"] and not point["timed_out"], point
     assert hosts[0].stop() == 0, hosts[0].text()
+    assert alive_cmdlines(str(tmp_path)) == []
+
+
+def test_a_runner_killed_while_its_instances_wait_paused_at_a_barrier_leaves_nothing(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """Milestone sync: r0 holds a and b; a waits at 30% (its group SIGSTOPped by the
+    barrier), b works towards it. SIGKILL r0: its guardian reaps both groups, the paused
+    one too (SIGCONT before SIGTERM, SIGKILL after the grace); no process of either is
+    left."""
+    from tests.faults.harness import answer
+    from tests.faults.test_barrier_outage import progress
+
+    hold = tmp_path / "never"
+    scripts: dict[str, list[dict[str, Any]]] = {
+        "a": [{"lines": [progress(30)]}, {"lines": answer("m-a", 7, 3)}],
+        "b": [{"wait_file": str(hold), "timeout": 300}, {"lines": [progress(30)]}],
+    }
+    config = write_config(tmp_path, scripts, {"sync": {"mode": "milestone", "timeout_s": 300}})
+    submit(tmp_path, config, pg_dsn, "fleet-z")
+    hosts.append(start_runner(tmp_path, "r0", pg_dsn, capacity=2))
+    wait_for(
+        lambda: (
+            instance_rows(pg_dsn, "fleet-z").get("a", {}).get("status") == "waiting"
+            and instance_rows(pg_dsn, "fleet-z").get("b", {}).get("status") == "running"
+        ),
+        60,
+        "a to wait at 30% and b to run",
+    )
+    sessions = {n: r["session_id"] for n, r in instance_rows(pg_dsn, "fleet-z").items()}
+    wait_for(lambda: stopped(sessions["a"]), 10, "a's group to be stopped at the barrier")
+    os.kill(hosts[0].proc.pid, signal.SIGKILL)
+    hosts[0].proc.wait()
+    wait_for(
+        lambda: copies_of(sessions["a"]) == [] and copies_of(sessions["b"]) == [],
+        30,
+        "the dead runner's guardian to reap both, the paused one too",
+    )
     assert alive_cmdlines(str(tmp_path)) == []
