@@ -199,6 +199,40 @@ def db_now(dsn: str) -> Any:
     return asyncio.run(read())
 
 
+def finish_without_overlap(
+    tmp_path: Path,
+    dsn: str,
+    orch_id: str,
+    sessions: dict[str, str],
+    hosts: list[Host],
+    victim: Host,
+) -> None:
+    """Until every instance completed, sampled all along: never two running copies of one
+    instance; then ``coordinator results`` and the surviving runners drain (exit 0)."""
+    most = 0
+    deadline = time.monotonic() + 240
+
+    def ended() -> bool:
+        return all(r["status"] == "completed" for r in instance_rows(dsn, orch_id).values())
+
+    while not ended():
+        most = max(most, *(running_copies(s) for s in sessions.values()))
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.1)
+    assert most == 1
+    done = subprocess.run(
+        [*COORDINATOR, "results", orch_id, "--database-url", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=coordinator_env(tmp_path / "submit-state"),
+    )
+    assert done.returncode == 0, done.stderr
+    for host in hosts:
+        if host is not victim:
+            assert host.stop(timeout=60) == 0, host.text()
+
+
 def test_three_hosts_real_claude_sigkill_one_runner(tmp_path: Path, pg_dsn: str) -> None:
     script = {
         "conversations": {
@@ -237,29 +271,7 @@ def test_three_hosts_real_claude_sigkill_one_runner(tmp_path: Path, pg_dsn: str)
             sessions = {n: r["session_id"] for n, r in before.items()}
             os.kill(victim.proc.pid, signal.SIGKILL)
             victim.proc.wait()
-            most = 0
-            deadline = time.monotonic() + 240
-
-            def ended() -> bool:
-                found = instance_rows(pg_dsn, "fleet-claude")
-                return all(r["status"] == "completed" for r in found.values())
-
-            while not ended():  # sample: never two running copies of one instance
-                most = max(most, *(running_copies(s) for s in sessions.values()))
-                assert time.monotonic() < deadline, "the run did not end"
-                time.sleep(0.1)
-            assert most == 1
-            done = subprocess.run(
-                [*COORDINATOR, "results", "fleet-claude", "--database-url", pg_dsn],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=coordinator_env(tmp_path / "submit-state"),
-            )
-            assert done.returncode == 0, done.stderr
-            for host in hosts:
-                if host is not victim:
-                    assert host.stop(timeout=60) == 0, host.text()
+            finish_without_overlap(tmp_path, pg_dsn, "fleet-claude", sessions, hosts, victim)
         finally:
             for host in hosts:
                 if host.proc.poll() is None:
@@ -332,6 +344,25 @@ def barrier_rows(dsn: str, orch_id: str) -> dict[str, Any]:
     return asyncio.run(read())
 
 
+def fast_in_its_long_tool_and_the_others_at_70(
+    tmp_path: Path, dsn: str, orch_id: str, server: Any
+) -> bool:
+    """fast runs its long tool with its tokens written; mid and slow wait at 70%."""
+    row = instance_rows(dsn, orch_id).get("fast")
+    served = server.usage_by_key().get("fast")
+    arrivals = barrier_rows(dsn, orch_id)["arrivals"]
+    return bool(
+        row
+        and row["status"] == "running"
+        and (tmp_path / "fast" / "started.txt").exists()
+        and served is not None
+        and server.served_count("fast") == 2
+        and row["total_tokens"] == served.total
+        and ("milestone:70", "mid") in arrivals
+        and ("milestone:70", "slow") in arrivals
+    )
+
+
 def test_a_taken_over_instance_rejoins_the_barrier_and_the_next_milestone_waits_for_it(
     tmp_path: Path, pg_dsn: str
 ) -> None:
@@ -358,22 +389,13 @@ def test_a_taken_over_instance_rejoins_the_barrier_and_the_next_milestone_waits_
         try:
             submit_run(tmp_path, config, output, orch_id, pg_dsn)
 
-            def fast_in_its_long_tool_and_the_others_at_70() -> bool:
-                row = instance_rows(pg_dsn, orch_id).get("fast")
-                served = server.usage_by_key().get("fast")
-                arrivals = barrier_rows(pg_dsn, orch_id)["arrivals"]
-                return bool(
-                    row
-                    and row["status"] == "running"
-                    and (tmp_path / "fast" / "started.txt").exists()
-                    and served is not None
-                    and server.served_count("fast") == 2
-                    and row["total_tokens"] == served.total
-                    and ("milestone:70", "mid") in arrivals
-                    and ("milestone:70", "slow") in arrivals
-                )
-
-            wait_for(fast_in_its_long_tool_and_the_others_at_70, 120, "mid, slow at 70%")
+            wait_for(
+                lambda: fast_in_its_long_tool_and_the_others_at_70(
+                    tmp_path, pg_dsn, orch_id, server
+                ),
+                120,
+                "mid, slow at 70%",
+            )
             before = instance_rows(pg_dsn, orch_id)
             victim = next(h for h in hosts if h.name == before["fast"]["runner"])
             sessions = {n: r["session_id"] for n, r in before.items()}
@@ -383,29 +405,7 @@ def test_a_taken_over_instance_rejoins_the_barrier_and_the_next_milestone_waits_
             os.kill(victim.proc.pid, signal.SIGKILL)
             victim.proc.wait()
             killed_at = db_now(pg_dsn)
-            most = 0
-            deadline = time.monotonic() + 240
-
-            def ended() -> bool:
-                found = instance_rows(pg_dsn, orch_id)
-                return all(r["status"] == "completed" for r in found.values())
-
-            while not ended():  # sample: never two running copies of one instance
-                most = max(most, *(running_copies(s) for s in sessions.values()))
-                assert time.monotonic() < deadline, "the run did not end"
-                time.sleep(0.1)
-            assert most == 1
-            done = subprocess.run(
-                [*COORDINATOR, "results", orch_id, "--database-url", pg_dsn],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                env=coordinator_env(tmp_path / "submit-state"),
-            )
-            assert done.returncode == 0, done.stderr
-            for host in hosts:
-                if host is not victim:
-                    assert host.stop(timeout=60) == 0, host.text()
+            finish_without_overlap(tmp_path, pg_dsn, orch_id, sessions, hosts, victim)
         finally:
             for host in hosts:
                 if host.proc.poll() is None:

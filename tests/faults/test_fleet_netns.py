@@ -31,6 +31,7 @@ from tests.faults.test_fleet_claude import (
     barrier_rows,
     conversation,
     db_now,
+    fast_in_its_long_tool_and_the_others_at_70,
     fleet_config,
     start_host,
     submit_run,
@@ -113,22 +114,11 @@ def test_three_namespaced_hosts_over_tcp_real_claude_sigkill_one(
             )
         submit_run(tmp_path, config, output, orch_id, dsn)
 
-        def fast_in_its_long_tool_and_the_others_at_70() -> bool:
-            row = instance_rows(dsn, orch_id).get("fast")
-            served = server.usage_by_key().get("fast")
-            arrivals = barrier_rows(dsn, orch_id)["arrivals"]
-            return bool(
-                row
-                and row["status"] == "running"
-                and (tmp_path / "fast" / "started.txt").exists()
-                and served is not None
-                and server.served_count("fast") == 2
-                and row["total_tokens"] == served.total
-                and ("milestone:70", "mid") in arrivals
-                and ("milestone:70", "slow") in arrivals
-            )
-
-        wait_for(fast_in_its_long_tool_and_the_others_at_70, 120, "mid, slow at 70%")
+        wait_for(
+            lambda: fast_in_its_long_tool_and_the_others_at_70(tmp_path, dsn, orch_id, server),
+            120,
+            "mid, slow at 70%",
+        )
         before = instance_rows(dsn, orch_id)
         assert {r["runner"] for r in before.values()} == {"h0", "h1", "h2"}  # spread
         victim = next(h for h in hosts if h.name == before["fast"]["runner"])
