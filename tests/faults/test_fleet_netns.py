@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -24,7 +23,14 @@ from coordinator.offline.server import serve_in_thread
 from tests.engine.helpers import alive_cmdlines
 from tests.faults.harness import COORDINATOR, coordinator_env, wait_for
 from tests.faults.netns import Lab, lab, netns_unavailable, tcp_postgres
-from tests.faults.test_fleet import LEASE_S, Host, copies_of, instance_rows, running_copies
+from tests.faults.test_fleet import (
+    LEASE_S,
+    Host,
+    copies_of,
+    hosts,
+    instance_rows,
+    running_copies,
+)
 from tests.faults.test_fleet_claude import (
     DELAYS,
     assert_tokens_exact,
@@ -37,6 +43,7 @@ from tests.faults.test_fleet_claude import (
     submit_run,
 )
 
+__all__ = ["hosts"]  # the fixture, shared with test_fleet
 _why = netns_unavailable()
 pytestmark = [
     pytest.mark.postgres,
@@ -47,16 +54,6 @@ pytestmark = [
         reason=f"pinned claude CLI not installed at {PROJECT_LOCAL} (run make install)",
     ),
 ]
-
-
-@pytest.fixture
-def hosts() -> Iterator[list[Host]]:
-    started: list[Host] = []
-    yield started
-    for host in started:  # whatever the test did: no runner left behind
-        if host.proc.poll() is None:
-            os.killpg(host.proc.pid, signal.SIGKILL)
-            host.proc.wait()
 
 
 def coordinator_in(
