@@ -29,9 +29,7 @@ from coordinator.control.channel import PostgresChannel
 from coordinator.control.commands import Verb
 from coordinator.db.postgres import PostgresStore
 from coordinator.errors import DatabaseError
-from coordinator.fleet.plans import StoredRun
 from coordinator.fleet.queue import PgQueue
-from coordinator.fleet.rules import hosted_entrypoint
 from coordinator.fleet.runner import Runner
 from coordinator.fleet.store import RunnerIdentity
 from coordinator.fleet.submit import record_and_queue, wait_and_write
@@ -74,7 +72,7 @@ async def run_hosted(
         settings=settings,
         console=console,
         database_url=req.database_url,
-        only_entrypoints=_entrypoints(run),
+        only_entrypoints=list(queued.entrypoints),
         handle_signals=False,
     )
     console.print(
@@ -118,10 +116,6 @@ async def run_hosted(
         await queue.close()
         await db.store.close()
     return 130 if stopping and code != 0 else code
-
-
-def _entrypoints(run: StoredRun) -> list[str]:
-    return sorted({hosted_entrypoint(labels, run.row.id) for labels in run.labels.values()})
 
 
 async def _stop_all(pool: asyncpg.Pool, orchestration_id: str, sig: signal.Signals) -> None:

@@ -380,7 +380,7 @@ class Runner:
             visible,
         )
         if action is ClaimAction.ENDED:
-            await self._end_in_barrier(run, held.name, claim.row.status)
+            await self._end_in_barrier(run, [held.name], claim.row.status)
             await self.queue.done([held.job])
             await self._maybe_finish(run)
             return
@@ -428,9 +428,10 @@ class Runner:
         self.say(f"{held.name}: {state.status.value}")
         await self._maybe_finish(run)
 
-    async def _end_in_barrier(self, run: StoredRun, name: str, status: str) -> None:
-        """An instance whose row ended but whose runner died before telling the barrier:
-        the others must not wait for it (the lease does not excuse a claimed one)."""
+    async def _end_in_barrier(self, run: StoredRun, names: Sequence[str], status: str) -> None:
+        """Instances whose rows ended without their runner telling the barrier (it died
+        first, or a stop ended them unclaimed): the others must not wait for them (the
+        lease does not excuse a claimed one). One barrier handle for all of them."""
         if run.plan.sync.mode is SyncMode.FREE:
             return
         with contextlib.suppress(CoordinatorError, OSError):
@@ -445,7 +446,9 @@ class Runner:
                 run_migrations=False,
             )
             try:
-                if await barrier.rejoin(name, []):  # False: it completed there already
+                for name in names:
+                    if not await barrier.rejoin(name, []):  # it completed there already
+                        continue
                     if status == Status.COMPLETED.value:
                         await barrier.complete(name)
                     else:
@@ -555,8 +558,7 @@ class Runner:
         if ended:  # instances ended here, in their rows: out of the barrier; the run may be over
             with contextlib.suppress(CoordinatorError):
                 run = await self._stored(command.orchestration_id)
-                for name in sorted(ended):
-                    await self._end_in_barrier(run, name, Status.CANCELLED.value)
+                await self._end_in_barrier(run, sorted(ended), Status.CANCELLED.value)
                 await self._maybe_finish(run)
 
     async def _apply_wants(self, helds: list[Held]) -> None:

@@ -45,6 +45,7 @@ class Queued:
     db: app.RunDatabase
     run: StoredRun
     output: Path
+    entrypoints: tuple[str, ...]  # the queues its jobs are on
 
 
 async def record_and_queue(
@@ -84,10 +85,9 @@ async def record_and_queue(
             else entrypoint_for(labels[i.name])
             for i in plan.instances
         }
+        entrypoints = tuple(sorted(set(queue_of.values())))
         await FleetDb(db.store.pool).mark_fleet(
-            plan.orchestration_id,
-            kind,
-            sorted(set(queue_of.values())) if kind == "hosted" else (),
+            plan.orchestration_id, kind, entrypoints if kind == "hosted" else ()
         )
         await db.store.upsert_instances(
             [
@@ -123,7 +123,7 @@ async def record_and_queue(
     except BaseException:
         await db.store.close()
         raise
-    return Queued(db, StoredRun(created, req, plan, labels), output)
+    return Queued(db, StoredRun(created, req, plan, labels), output, entrypoints)
 
 
 async def submit(req: app.RunRequest, settings: Settings, console: Console, *, wait: bool) -> int:
