@@ -5,9 +5,10 @@ stdin and tells it which process groups and processes it launched. When the pipe
 (clean exit, crash, SIGKILL, OOM), the guardian SIGTERMs what is left, waits a grace period,
 SIGKILLs the rest and exits. Protocol, one line each: ``g PGID [MARK]`` / ``-g PGID`` (a
 group, and the mark its processes carry in their environment: what left the group is found
-by it), ``p PID CREATE_TIME`` (a descendant seen outside the group), ``w SECONDS`` (a
+by it), ``p PID CREATE_TIME`` (a descendant seen outside the group), ``w SECONDS [GRACE]`` (a
 watchdog: when nothing, not even a ``k`` keep-alive, comes for that long, the coordinator is
-frozen and cannot stop its instances: they are reaped then, and the guardian goes on).
+frozen and cannot stop its instances: they are reaped then, GRACE seconds from SIGTERM to
+SIGKILL, and the guardian goes on).
 
 If the guardian itself dies mid-run (an OOM kill, a stray ``kill -9``), the coordinator
 starts a new one and tells it everything again (:meth:`Guardian.check`), or, if it cannot,
@@ -95,7 +96,8 @@ def main() -> int:
         signal.signal(sig, signal.SIG_IGN)  # only the end of the pipe ends the guardian
     groups: dict[int, str | None] = {}
     procs: set[tuple[int, float]] = set()
-    watchdog: float | None = None  # ``w S``: silence for S seconds reaps everything
+    watchdog: float | None = None  # ``w S [G]``: silence for S seconds reaps everything
+    watchdog_grace = GRACE_S  # ... with G seconds from SIGTERM to SIGKILL
     heard = time.monotonic()
     fd = sys.stdin.fileno()
     pending = b""
@@ -104,7 +106,7 @@ def main() -> int:
         ready, _, _ = select.select([fd], [], [], wait)
         if not ready:  # the coordinator is frozen (stopped, hung): it cannot stop its
             # instances, and after its lease another host may run them: stop them now
-            reap(set(groups), procs, marks={m for m in groups.values() if m})
+            reap(set(groups), procs, watchdog_grace, marks={m for m in groups.values() if m})
             groups.clear()
             procs.clear()
             heard = time.monotonic()
@@ -125,6 +127,7 @@ def main() -> int:
                     procs.add((int(parts[1]), float(parts[2])))
                 elif parts[0] == b"w":
                     watchdog = float(parts[1]) if float(parts[1]) > 0 else None
+                    watchdog_grace = float(parts[2]) if len(parts) > 2 else GRACE_S
                 # b"k": a keep-alive, only heard
     reap(set(groups), procs, marks={m for m in groups.values() if m})
     return 0
@@ -142,6 +145,7 @@ class Guardian:
         self._sent: set[tuple[int, float]] = set()
         self.unguarded: str | None = None  # why no guardian runs (None: one does)
         self._watchdog: float | None = None
+        self._watchdog_grace = GRACE_S
         self._proc: subprocess.Popen[bytes] | None = self._start()
 
     def _start(self) -> subprocess.Popen[bytes]:
@@ -173,7 +177,7 @@ class Guardian:
                 "its instances keep running"
             )
         if self._watchdog is not None:
-            self._send(f"w {self._watchdog!r}")
+            self._send(f"w {self._watchdog!r} {self._watchdog_grace!r}")
         for pgid, mark in self._groups.items():
             self._send(f"g {pgid}" + (f" {mark}" if mark else ""))
         for pid, created in self._sent:
@@ -188,11 +192,13 @@ class Guardian:
             stdin.write(line.encode() + b"\n")
             stdin.flush()
 
-    def watchdog(self, seconds: float) -> None:
+    def watchdog(self, seconds: float, grace: float = GRACE_S) -> None:
         """Reap everything if this process sends nothing (not even :meth:`keepalive`) for
-        ``seconds``: it is frozen and cannot stop its instances itself."""
+        ``seconds``: it is frozen and cannot stop its instances itself. ``grace``: SIGTERM
+        to SIGKILL of that reap (a lease's end may be near)."""
         self._watchdog = seconds
-        self._send(f"w {seconds!r}")
+        self._watchdog_grace = grace
+        self._send(f"w {seconds!r} {grace!r}")
 
     def keepalive(self) -> None:
         self._send("k")

@@ -247,6 +247,12 @@ class InstanceProcess:
             self.suspended = False
         self._signal_all(signal.SIGTERM)
 
+    def kill(self) -> None:
+        """SIGKILL the group and every known descendant now (a deadline is due: no grace)."""
+        if self.proc.returncode is not None and not self._group_alive():
+            return
+        self._signal_all(signal.SIGKILL)
+
     async def wait(self) -> int:
         return await self.proc.wait()
 

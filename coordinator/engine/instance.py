@@ -101,17 +101,38 @@ class InstanceRun:
         self._framer = LineFramer(limits.max_line_bytes)
         self._track = guardian_track
         self._held = False  # suspended by a barrier
+        self._kill_deadline: float | None = None  # request_stop(kill_within=...): monotonic
+        self._kill_timer: asyncio.TimerHandle | None = None
         # Every secret in the child's environment (and every config env value): masked in
         # whatever text of the child's the state keeps (tails, last event, errors).
         self._redact = Redactor.for_env(env, state.plan.env)
 
     # ----------------------------------------------------------------- control
-    def request_stop(self, status: Status, reason: str) -> None:
+    def request_stop(self, status: Status, reason: str, kill_within: float | None = None) -> None:
+        """Stop (SIGTERM at once; the run loop reaps and escalates after the grace). With
+        ``kill_within``: SIGKILLed no later than that many seconds from now, whatever the
+        grace (the caller owes the deadline to someone else, e.g. a lease's end)."""
         if self._stop is None:
             self._stop = (status, reason)
             self._stop_event.set()
             if self.proc is not None:
                 self.proc.terminate()  # at once: the run loop then reaps and escalates
+        if kill_within is not None:
+            self._kill_by(kill_within)
+
+    def _kill_by(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        if self._kill_deadline is not None and self._kill_deadline <= deadline:
+            return  # an earlier deadline stands
+        self._kill_deadline = deadline
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        self._kill_timer = asyncio.get_running_loop().call_later(seconds, self._kill_now)
+
+    def _kill_now(self) -> None:
+        self._kill_timer = None
+        if self.proc is not None:
+            self.proc.kill()
 
     def suspend(self) -> None:
         """For a barrier: SIGSTOP the whole group until :meth:`resume`."""
@@ -202,6 +223,9 @@ class InstanceRun:
                     task.cancel()
             if self.proc.returncode is None:
                 await self.proc.stop(0.5)
+            if self._kill_timer is not None:  # reaped: nothing left for it to kill
+                self._kill_timer.cancel()
+                self._kill_timer = None
         self._conclude(self.proc.returncode)
 
     # ----------------------------------------------------------------- stream

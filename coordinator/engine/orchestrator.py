@@ -245,13 +245,19 @@ class Orchestrator:
         """The guardian process that reaps instances if this process dies (None: none)."""
         return self._guardian.pid if self._guardian is not None else None
 
-    def cancel(self, reason: str = "cancelled") -> None:
-        if self.cancelled is not None:
-            return  # a second signal while stopping: the stop under way is bounded
+    def cancel(self, reason: str = "cancelled", kill_within: float | None = None) -> None:
+        """Stop every instance. ``kill_within``: each is SIGKILLed no later than that many
+        seconds from now, whatever the stop's grace (also when a stop is already under way:
+        the earlier deadline stands)."""
+        if self.cancelled is not None:  # a second signal while stopping: the stop under
+            if kill_within is not None:  # way is bounded, but a deadline may be nearer
+                for run in self.runs.values():
+                    run.request_stop(Status.CANCELLED, reason, kill_within)
+            return
         self.cancelled = reason
         self._cancel_event.set()
         for run in self.runs.values():  # first: nothing (not even the note) may delay this
-            run.request_stop(Status.CANCELLED, reason)
+            run.request_stop(Status.CANCELLED, reason, kill_within)
         self._note(f"{reason}: stopping every instance")
 
     def _after_run_signals(self, loop: asyncio.AbstractEventLoop) -> None:

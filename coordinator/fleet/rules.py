@@ -24,6 +24,9 @@ UNFINISHED = frozenset(
 # A runner whose own heartbeat has not been renewed for this part of the lease stops its
 # copies: after the full lease another runner may take them over, and two must never run.
 SELF_FENCE_FRACTION = 0.6
+# ... and whatever of them is still alive at this part of the lease is SIGKILLed (the stop's
+# grace is cut to fit): the rest of the lease is the margin for the kill to land.
+KILL_BY_FRACTION = 0.85
 
 
 def entrypoint_for(labels: Iterable[str]) -> str:
@@ -106,6 +109,12 @@ def must_self_fence(since_renewed_s: float, lease_s: float) -> bool:
     """The runner could not renew its lease for long enough that its claims may be taken
     soon: it stops its copies now rather than risk two runs of one instance."""
     return since_renewed_s >= lease_s * SELF_FENCE_FRACTION
+
+
+def kill_within(since_renewed_s: float, lease_s: float) -> float:
+    """How long a self-fenced copy may take to stop before it is SIGKILLed: until
+    KILL_BY_FRACTION of the lease since the last renewal (0: at once)."""
+    return max(0.0, lease_s * KILL_BY_FRACTION - since_renewed_s)
 
 
 def fenced_out(held_epoch: int, row_epoch: int | None) -> bool:

@@ -45,11 +45,13 @@ from coordinator.fleet.finish import finish_if_ended
 from coordinator.fleet.plans import StoredRun, stored_run
 from coordinator.fleet.queue import ClaimedJob, Queue
 from coordinator.fleet.rules import (
+    KILL_BY_FRACTION,
     SELF_FENCE_FRACTION,
     ClaimAction,
     decide_claim,
     entrypoints_for_runner,
     fenced_out,
+    kill_within,
     must_self_fence,
     serves,
 )
@@ -172,7 +174,10 @@ class Runner:
         try:  # one guardian for every instance this runner holds: reaps them if it dies,
             # and if it is frozen for most of its lease (before another runner may take over)
             self.guardian = Guardian()
-            self.guardian.watchdog(self.me.lease_s * SELF_FENCE_FRACTION)
+            self.guardian.watchdog(
+                self.me.lease_s * SELF_FENCE_FRACTION,
+                grace=self.me.lease_s * (KILL_BY_FRACTION - SELF_FENCE_FRACTION),
+            )
         except OSError as exc:
             self.guardian = None
             self.say(f"no shared guardian ({exc}): each instance gets its own")
@@ -496,12 +501,16 @@ class Runner:
         if held.orch is not None:
             held.orch.cancel(held.fenced)
 
-    def _hand_back(self, held: Held, why: str) -> None:
+    def _hand_back(self, held: Held, why: str, kill_within: float | None = None) -> None:
+        """Stop the copy to be queued again; ``kill_within``: SIGKILLed by then at the latest
+        (a self-fence owes the lease's end), also if it is stopping already."""
         if held.handed_back is not None or held.fenced is not None:
+            if kill_within is not None and held.orch is not None:
+                held.orch.cancel(held.handed_back or held.fenced or why, kill_within)
             return
         held.handed_back = why
         if held.orch is not None:
-            held.orch.cancel(why)
+            held.orch.cancel(why, kill_within)
 
     async def _budgets(self) -> None:
         """The run's overall and per-command budgets across runners: every BUDGET_POLL_S,
@@ -630,14 +639,14 @@ class Runner:
         return groups
 
     async def _beat(self) -> None:
-        """Every lease/3: first the fence (a runner back from a stop sees the epochs moved
+        """Every lease/4: first the fence (a runner back from a stop sees the epochs moved
         and stops those copies before anything else), then the jobs' and the runner's
         heartbeat. Not renewed for most of the lease: stop every copy (self-fence), on
         time even while a renewal hangs (across a cut link a query hangs, it does not fail:
         it is left running, never waited for past the fence's moment)."""
         loop = asyncio.get_running_loop()
         lease = self.me.lease_s
-        interval = lease / 3
+        interval = lease / 4  # a missed renewal or two still renew before the fence
         renewed = started = loop.time()  # renewed: when the last good renewal began
         renewing: asyncio.Task[None] | None = None
         try:
@@ -652,7 +661,9 @@ class Runner:
                 if must_self_fence(frozen, lease):  # this process was stopped: the
                     for held in list(self.held.values()):  # guardian's watchdog reaped them
                         self._hand_back(
-                            held, f"runner frozen for {frozen:.0f}s: its guardian stopped it"
+                            held,
+                            f"runner frozen for {frozen:.0f}s: its guardian stopped it",
+                            kill_within(loop.time() - renewed, lease),
                         )
                 if renewing is None:
                     started = loop.time()
@@ -667,12 +678,13 @@ class Runner:
                     except DatabaseError as exc:
                         log.info("runner heartbeat failed", error=str(exc))
                 since = loop.time() - renewed
-                if must_self_fence(since, lease):
-                    for held in list(self.held.values()):
+                if must_self_fence(since, lease):  # stopped, and killed with a margin
+                    for held in list(self.held.values()):  # before the lease ends
                         self._hand_back(
                             held,
                             f"lease not renewed for {since:.1f}s (database unreachable): "
                             "stopped so no other copy overlaps",
+                            kill_within(since, lease),
                         )
         finally:
             if renewing is not None:

@@ -309,18 +309,24 @@ def test_a_sigkilled_runner_loses_its_instances_to_the_others(
     assert alive_cmdlines(str(tmp_path)) == []
 
 
-@pytest.mark.parametrize("frozen", ["runner", "host"])
+@pytest.mark.parametrize("frozen", ["runner", "host", "stubborn"])
 def test_a_runner_stopped_past_its_lease_never_overlaps_and_comes_back_fenced(
     tmp_path: Path, pg_dsn: str, hosts: list[Host], frozen: str
 ) -> None:
     """The runner is SIGSTOPped past its lease (``runner``: only its process, its claude
-    goes on; ``host``: its instance too, a frozen machine). Its guardian's watchdog stops
-    the copy before the lease ends; only then does another runner take the instance over
-    (the epoch moves), so two copies never run at once (sampled). SIGCONT: the runner sees
-    the epoch moved, writes nothing over the new holder's row, leaves the job alone; the
-    instance completes on the other runner with exact tokens."""
+    goes on; ``host``: its instance too, a frozen machine; ``stubborn``: its claude ignores
+    SIGTERM, so only a SIGKILL before the lease ends saves the take-over, not a default
+    grace). Its guardian's watchdog stops the copy before the lease ends; only then does
+    another runner take the instance over (the epoch moves), so two copies never run at
+    once (sampled). SIGCONT: the runner sees the epoch moved, writes nothing over the new
+    holder's row, leaves the job alone; the instance completes on the other runner with
+    exact tokens."""
     scripts = {"x": slow_answer("x", 300, 30, 12.0)}
     config = write_config(tmp_path, scripts)
+    if frozen == "stubborn":
+        written = json.loads(config.read_text())
+        written["instances"][0]["env"]["REPLAY_IGNORE_SIGTERM"] = "1"
+        config.write_text(json.dumps(written))
     waiter = submit(tmp_path, config, pg_dsn, "fleet-s", wait=True)
     hosts.append(start_runner(tmp_path, "r0", pg_dsn))
 

@@ -16,6 +16,7 @@ from coordinator.fleet.rules import (
     entrypoints_for_runner,
     fenced_out,
     hosted_entrypoint,
+    kill_within,
     must_self_fence,
     not_before_s,
     parse_labels,
@@ -79,6 +80,11 @@ def test_fence_and_self_fence() -> None:
     assert fenced_out(3, None)
     assert not must_self_fence(10.0, 30.0)
     assert must_self_fence(18.0, 30.0)  # well before the lease others wait out
+    # the stop's grace is cut so the copy is killed with a margin before the lease ends
+    assert kill_within(18.0, 30.0) == pytest.approx(7.5)
+    assert kill_within(1.8, 3.0) == pytest.approx(0.75)
+    assert kill_within(29.0, 30.0) == 0.0
+    assert 18.0 + kill_within(18.0, 30.0) < 30.0
 
 
 def test_not_before() -> None:
