@@ -46,6 +46,7 @@ from coordinator.settings import Settings
 from coordinator.statedir import default_state_dir
 from coordinator.status.live import StatusReporter, note_printer
 from coordinator.status.render import ReportOptions
+from runner import aio
 
 log = structlog.get_logger("coordinator.app")
 
@@ -252,7 +253,7 @@ async def wait_for_start(plan: RunPlan, console: Console) -> bool:
                     console.print(countdown, highlight=False)
                     next_line = time.monotonic() + COUNTDOWN_LINE_EVERY_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), min(1.0, left))
+                    await aio.wait_for(stop.wait(), min(1.0, left))
                 if stop.is_set():
                     console.print("Cancelled before start: nothing was launched.")
                     log.info("cancelled before start")

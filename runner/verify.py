@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner import aio
 from runner.groups import group_alive
 from runner.process import InstanceProcess, spawn_failure
 
@@ -71,7 +72,7 @@ async def run_command(
         else:
             await proc.reap()  # what it left running in the background goes too
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.gather(*readers, return_exceptions=True), 5.0)
+            await aio.wait_for(asyncio.gather(*readers, return_exceptions=True), 5.0)
     finally:
         stopper.cancel()
         for task in readers:

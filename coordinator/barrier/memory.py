@@ -24,6 +24,7 @@ from coordinator.barrier.rules import (
     missing,
     point_sort_key,
 )
+from runner import aio
 
 
 @dataclass(slots=True)
@@ -96,7 +97,7 @@ class MemoryBarrier:
             if self._closed:
                 return WaitOutcome(False, False, list(decision.missing), 0.0, "barrier closed")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(state.opened.wait(), decision.remaining_s)
+                await aio.wait_for(state.opened.wait(), decision.remaining_s)
 
     async def leave(self, name: str, reason: str) -> None:
         self._end(name, "left", reason)

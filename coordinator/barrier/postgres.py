@@ -55,6 +55,7 @@ from coordinator.db.postgres import (
     load_queries,
 )
 from coordinator.errors import DatabaseError
+from runner import aio
 
 CHANNEL = "coordinator_barrier"
 T = TypeVar("T")
@@ -251,7 +252,7 @@ class PostgresBarrier:
         watch.waiters += 1
         limit = self.timeout_s + self.grace_s
         try:
-            result = await asyncio.wait_for(asyncio.shield(watch.done), limit)
+            result = await aio.wait_for(asyncio.shield(watch.done), limit)
         except TimeoutError:
             note = f"no decision from the database within {limit:g}s; continuing"
             if watch.error:
@@ -418,7 +419,7 @@ class PostgresBarrier:
                 delay = min(delay, decision.remaining_s + 0.005)
             self._ensure_listener()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.wake.wait(), delay)
+                await aio.wait_for(watch.wake.wait(), delay)
 
     # ------------------------------------------------------------------ listening
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:

@@ -24,6 +24,7 @@ import asyncpg
 from coordinator.control.commands import ControlCommand, ControlError, Verb, command_from_row
 from coordinator.db.postgres import connect, database_errors, is_transient, load_queries
 from coordinator.errors import DatabaseError
+from runner import aio
 
 CHANNEL = "coordinator_control"
 QUERIES_FILE = Path(__file__).with_name("queries.sql")
@@ -125,7 +126,7 @@ class MemoryChannel:
     async def wait(self, orchestration_id: str, timeout: float) -> bool:
         event = self._event(orchestration_id)
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await aio.wait_for(event.wait(), timeout)
         except TimeoutError:
             return False
         event.clear()
@@ -217,7 +218,7 @@ class PostgresChannel:
                 await conn.execute(_sql("listen"))
                 self._listening = True
         try:
-            await asyncio.wait_for(event.wait(), timeout)
+            await aio.wait_for(event.wait(), timeout)
         except TimeoutError:
             return False
         event.clear()
@@ -244,7 +245,7 @@ class PostgresChannel:
             if self._listening:
                 await conn.remove_listener(CHANNEL, self._notified)
         try:
-            await asyncio.wait_for(self._release(conn), 3.0)
+            await aio.wait_for(self._release(conn), 3.0)
         except Exception:
             conn.terminate()
 
@@ -271,7 +272,7 @@ class PostgresChannel:
                     with contextlib.suppress(Exception):
                         conn.terminate()
                     with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._release(conn), 1.0)
+                        await aio.wait_for(self._release(conn), 1.0)
                 raise
 
 

@@ -31,6 +31,7 @@ from coordinator.control.commands import (
 from coordinator.db.postgres import PostgresStore
 from coordinator.db.rows import OrchestrationRow
 from coordinator.status import from_db
+from runner import aio
 
 NEWEST_SCANNED = 100  # how far back "the newest running orchestration" is looked for
 AFTER_TAKEN_S = 5.0  # taken when the wait ran out: how much longer its ack is waited for
@@ -126,7 +127,7 @@ async def send_and_wait(
         try:
             acked = await _wait_for_ack(store, channel, sent, wait_s, poll_s)
         except asyncio.CancelledError:  # Ctrl-C: withdrawn if nobody took it yet
-            await asyncio.wait_for(asyncio.shield(channel.withdraw(sent.id)), 3.0)
+            await aio.wait_for(asyncio.shield(channel.withdraw(sent.id)), 3.0)
             raise
     finally:
         await channel.close()

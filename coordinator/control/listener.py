@@ -20,6 +20,7 @@ from coordinator.control.channel import ControlChannel, PostgresChannel
 from coordinator.control.commands import ControlCommand, Verb, whole_run
 from coordinator.engine.state import InstanceState
 from coordinator.errors import CoordinatorError
+from runner import aio
 
 log = structlog.get_logger("coordinator.control")
 T = TypeVar("T")
@@ -76,7 +77,7 @@ class ControlListener:
         for task in self._stopping.values():
             task.cancel()
         with contextlib.suppress(*TROUBLE):
-            await asyncio.wait_for(self.channel.close(), deadline_s)
+            await aio.wait_for(self.channel.close(), deadline_s)
 
     # ------------------------------------------------------------------ the loop
     async def _loop(self) -> None:
@@ -172,7 +173,7 @@ class ControlListener:
         self._unacked.pop(command_id, None)
 
     async def _call(self, call: Awaitable[T]) -> T:
-        return await asyncio.wait_for(call, self.call_timeout_s)
+        return await aio.wait_for(call, self.call_timeout_s)
 
     def _unhealthy(self, exc: BaseException) -> None:
         if not self._trouble:

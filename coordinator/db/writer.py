@@ -35,6 +35,7 @@ import structlog
 from coordinator.db.postgres import is_transient
 from coordinator.db.rows import CheckpointRow, InstanceRow
 from coordinator.db.store import Store
+from runner import aio
 
 _log = structlog.get_logger("coordinator.db.writer")
 
@@ -269,7 +270,7 @@ class BatchedWriter:
         self._kick.set()
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            await aio.wait_for(asyncio.shield(self._task), timeout)
         except TimeoutError:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

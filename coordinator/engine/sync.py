@@ -41,6 +41,7 @@ from coordinator.config.models import SyncMode
 from coordinator.engine.state import InstanceState, Status
 from coordinator.errors import CoordinatorError
 from coordinator.plan import RunPlan
+from runner import aio
 
 if TYPE_CHECKING:
     from coordinator.engine.instance import InstanceRun
@@ -124,7 +125,7 @@ class SyncDriver:
             await asyncio.wait(pending, timeout=5.0)
         if self._retrier is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._retrier), outbox_deadline_s)
+                await aio.wait_for(asyncio.shield(self._retrier), outbox_deadline_s)
             self._retrier.cancel()
         if self._outbox:
             self._note(

@@ -35,6 +35,7 @@ from coordinator.fleet.store import RunnerIdentity
 from coordinator.fleet.submit import record_and_queue, wait_and_write
 from coordinator.settings import Settings
 from coordinator.status import from_db
+from runner import aio
 
 log = structlog.get_logger("coordinator.fleet.hosted")
 
@@ -146,6 +147,6 @@ async def _show(
     with Live(await table(), console=console, refresh_per_second=2) as live:
         while not ended.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ended.wait(), SHOW_EVERY_S)
+                await aio.wait_for(ended.wait(), SHOW_EVERY_S)
             with contextlib.suppress(DatabaseError):
                 live.update(await table())

@@ -26,6 +26,7 @@ import structlog
 
 from coordinator.db.postgres import database_errors, load_queries
 from coordinator.fleet.rules import JobPayload
+from runner import aio
 
 log = structlog.get_logger("coordinator.fleet.queue")
 
@@ -179,15 +180,15 @@ class PgQueue:
 
     async def wait_for_work(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+            await aio.wait_for(self._wake.wait(), timeout_s)
         self._wake.clear()
 
     async def close(self) -> None:
         if self._listener is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listener.close(), 5.0)
+                await aio.wait_for(self._listener.close(), 5.0)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._pool.close(), 5.0)
+            await aio.wait_for(self._pool.close(), 5.0)
 
 
 @dataclass
@@ -257,7 +258,7 @@ class MemoryQueue:
 
     async def wait_for_work(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+            await aio.wait_for(self._wake.wait(), timeout_s)
         self._wake.clear()
 
     async def close(self) -> None:

@@ -34,6 +34,7 @@ from coordinator.redact import mask_config
 from coordinator.report.section import end_of_run_table
 from coordinator.results import default_output_path
 from coordinator.settings import Settings
+from runner import aio
 
 WAIT_POLL_S = 1.0
 
@@ -163,7 +164,7 @@ async def wait_and_write(
             if state.ended:
                 break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), WAIT_POLL_S)
+                await aio.wait_for(stop.wait(), WAIT_POLL_S)
             if stop.is_set():
                 console.print(
                     f"{run.row.id}: stopped waiting; its instances go on on the runners "

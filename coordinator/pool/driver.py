@@ -25,6 +25,7 @@ from coordinator.pool.entries import Kind, PoolEntry
 from coordinator.pool.extract import PoolExtractor, shown
 from coordinator.pool.hook import SOCKET_ENV
 from coordinator.redact import Redactor
+from runner import aio
 from runner.events import Event
 
 if TYPE_CHECKING:
@@ -139,7 +140,7 @@ class PoolDriver:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            line = await asyncio.wait_for(reader.readline(), 10.0)
+            line = await aio.wait_for(reader.readline(), 10.0)
             request = json.loads(line)
             answer = self.ask(str(request["instance"]), str(request["path"]))
             writer.write(json.dumps(answer).encode() + b"\n")
@@ -213,7 +214,7 @@ class PoolDriver:
         if self._server is not None:
             self._server.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+                await aio.wait_for(self._server.wait_closed(), 2.0)
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         if self._task is not None:
@@ -224,7 +225,7 @@ class PoolDriver:
         end = loop.time() + deadline_s
         while self._unwritten and loop.time() < end:
             with contextlib.suppress(Exception):
-                if await asyncio.wait_for(self.flush(), max(0.1, end - loop.time())):
+                if await aio.wait_for(self.flush(), max(0.1, end - loop.time())):
                     break
             await asyncio.sleep(0.2)
         if self._unwritten:

@@ -20,6 +20,7 @@ from coordinator.status.render import (
     render_report,
 )
 from coordinator.status.rows import StatusRow, row_from_state
+from runner import aio
 
 FAILED = ("failed", "timeout", "blocked")
 
@@ -70,7 +71,7 @@ class StatusReporter:
             return
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), self.interval)
+                await aio.wait_for(done.wait(), self.interval)
             if not done.is_set():
                 self._plain(orch)
 
@@ -104,7 +105,7 @@ class StatusReporter:
     async def _errors_only(self, orch: Orchestrator, done: asyncio.Event) -> None:
         while not done.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(done.wait(), min(self.interval, 1.0))
+                await aio.wait_for(done.wait(), min(self.interval, 1.0))
             self._print_errors(orch)
 
     def _print_errors(self, orch: Orchestrator) -> None:
