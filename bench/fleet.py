@@ -285,6 +285,8 @@ class Fleet:
             while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
                 if time.monotonic() > deadline:  # it still holds an instance: a defect
                     self.not_drained.append(self.names.get(proc.pid, str(proc.pid)))
+                    proc.send_signal(signal.SIGUSR1)  # where it waits: into its log
+                    time.sleep(1.0)  # the dump is written by the runner's loop: no event
                     proc.kill()
                     break
                 time.sleep(0.1)  # a foreign process: polled with a deadline

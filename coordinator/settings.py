@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     db_close_timeout: float = Field(default=15.0, gt=0, allow_inf_nan=False)
     # A run whose coordinator sent no heartbeat for this long is shown as lost.
     lease_s: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    # A runner reads the sums of the runs it holds this often, for shared budgets (a
+    # crossing another runner saw arrives sooner, pushed: coordinator/fleet/alarm.py).
+    budget_poll_s: float = Field(default=0.1, gt=0, allow_inf_nan=False)
 
     @field_validator("log_level")
     @classmethod

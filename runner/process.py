@@ -31,6 +31,7 @@ from pathlib import Path
 
 import psutil
 
+from runner import aio
 from runner.groups import group_alive
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -69,13 +70,20 @@ class ProcessTree:
     seen: set[ProcIdentity] = field(default_factory=set)
 
     def snapshot(self) -> set[ProcIdentity]:
-        try:
-            kids = psutil.Process(self.leader).children(recursive=True)
-        except psutil.Error:
-            kids = []
-        for kid in kids:
+        """Add the leader's descendants now: walked from the leader through the kernel's
+        per-thread children lists where it keeps them (cost: the tree's size), else
+        psutil's pass over the whole process table (a stop of many instances at once paid
+        that pass for each, one after another)."""
+        if CHILDREN_LISTS:
+            pids = _walk_children(self.leader)
+        else:
+            try:
+                pids = [p.pid for p in psutil.Process(self.leader).children(recursive=True)]
+            except psutil.Error:
+                pids = []
+        for pid in pids:
             with contextlib.suppress(psutil.Error):
-                self.seen.add(ProcIdentity(kid.pid, kid.create_time()))
+                self.seen.add(ProcIdentity(pid, psutil.Process(pid).create_time()))
         return self.seen
 
     def alive(self) -> list[psutil.Process]:
@@ -90,8 +98,55 @@ class ProcessTree:
         return out
 
 
+def _children_lists() -> bool:
+    """Does this kernel keep ``/proc/PID/task/TID/children`` (CONFIG_PROC_CHILDREN)?"""
+    me = os.getpid()
+    return os.path.exists(f"/proc/{me}/task/{me}/children")
+
+
+CHILDREN_LISTS = _children_lists()
+
+
+def _walk_children(leader: int) -> list[int]:
+    """Every descendant of ``leader`` (a moment's view: a fork under way may be missed,
+    which the stop's later passes catch), from the children list of each of its threads
+    (a child is listed under the thread that forked it while that thread lives)."""
+    found: list[int] = []
+    seen = {leader}
+    stack = [leader]
+    while stack:
+        pid = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue  # gone
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children", "rb") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except (OSError, ValueError):
+                continue
+            for kid in kids:
+                if kid not in seen:
+                    seen.add(kid)
+                    found.append(kid)
+                    stack.append(kid)
+    return found
+
+
 def descendants_by_leader(leaders: set[int]) -> dict[int, set[ProcIdentity]]:
-    """One pass over the process table: every descendant of each leader."""
+    """Every descendant of each leader: walked from the leaders where the kernel keeps
+    children lists (the trees' size: a runner scanning every second no longer reads every
+    process of a host that runs a thousand), else one pass over the process table."""
+    if CHILDREN_LISTS:
+        walked: dict[int, set[ProcIdentity]] = {}
+        for leader in leaders:
+            tree: set[ProcIdentity] = set()
+            for pid in _walk_children(leader):
+                with contextlib.suppress(psutil.Error):
+                    tree.add(ProcIdentity(pid, psutil.Process(pid).create_time()))
+            walked[leader] = tree
+        return walked
     children: dict[int, list[tuple[int, float]]] = {}
     for proc in psutil.process_iter(["ppid", "create_time"]):
         info = proc.info
@@ -142,10 +197,18 @@ def _rss(pid: int) -> int | None:
 def marked_processes(marks: Collection[str], exclude: Collection[int] = ()) -> list[psutil.Process]:
     """Every live process whose environment carries one of ``marks`` (one pass over
     /proc; processes we may not read are not ours)."""
+    found = processes_by_mark(marks, exclude)
+    return [proc for procs in found.values() for proc in procs]
+
+
+def processes_by_mark(
+    marks: Collection[str], exclude: Collection[int] = ()
+) -> dict[str, list[psutil.Process]]:
+    """:func:`marked_processes`, by the mark each carries."""
     if not marks:
-        return []
-    needles = [f"{MARK_ENV}={mark}".encode() for mark in marks]
-    found = []
+        return {}
+    needles = {f"{MARK_ENV}={mark}".encode(): mark for mark in marks}
+    found: dict[str, list[psutil.Process]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -156,11 +219,66 @@ def marked_processes(marks: Collection[str], exclude: Collection[int] = ()) -> l
             proc = psutil.Process(pid)  # identity first: then what we read is its own
             with open(f"/proc/{pid}/environ", "rb") as fh:
                 env = fh.read().split(b"\0")
-            if any(n in env for n in needles) and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
+            hits = [needles[v] for v in env if v in needles]
+            if hits and proc.status() != psutil.STATUS_ZOMBIE:
+                for mark in hits:
+                    found.setdefault(mark, []).append(proc)
         except (OSError, psutil.Error):
             continue
     return found
+
+
+class MarkScans:
+    """Reaps under way at once (a budget block stops every instance of a runner) share
+    their passes over /proc: the marks asked for while a pass runs go into the next one,
+    so N concurrent stops cost about two passes, not N (each reads every process's
+    environment). One per event loop (:func:`mark_scans`)."""
+
+    def __init__(self) -> None:
+        self._asked: dict[str, list[asyncio.Future[list[psutil.Process]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def find(self, mark: str, exclude: Collection[int] = ()) -> list[psutil.Process]:
+        waiter: asyncio.Future[list[psutil.Process]] = asyncio.get_running_loop().create_future()
+        self._asked.setdefault(mark, []).append(waiter)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._passes(), name="mark-scans")
+        procs = await waiter
+        return [p for p in procs if p.pid not in exclude]
+
+    async def _passes(self) -> None:
+        while self._asked:
+            asked, self._asked = self._asked, {}
+            try:
+                found = await asyncio.to_thread(processes_by_mark, set(asked))
+            except asyncio.CancelledError:  # the loop is going: so are its reaps
+                for waiters in asked.values():
+                    for waiter in waiters:
+                        waiter.cancel()
+                raise
+            except Exception as exc:  # every waiter hears of it
+                for waiters in asked.values():
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(exc)
+                continue
+            for mark, waiters in asked.items():
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(found.get(mark, []))
+
+
+_MARK_SCANS: dict[asyncio.AbstractEventLoop, MarkScans] = {}
+
+
+def mark_scans() -> MarkScans:
+    loop = asyncio.get_running_loop()
+    scans = _MARK_SCANS.get(loop)
+    if scans is None:
+        for old in [lp for lp in _MARK_SCANS if lp.is_closed()]:
+            del _MARK_SCANS[old]
+        scans = _MARK_SCANS[loop] = MarkScans()
+    return scans
 
 
 class InstanceProcess:
@@ -265,7 +383,7 @@ class InstanceProcess:
         self.close_stdin()
         self.terminate()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.proc.wait(), grace)
+            await aio.wait_for(self.proc.wait(), grace)
         await self.reap(grace=min(grace, 1.0))
         return await self.proc.wait()
 
@@ -273,7 +391,7 @@ class InstanceProcess:
         """After the leader is gone (or stopping): no process it started survives, also
         none that left its group and session (found by the instance's mark)."""
         for _ in range(REAP_PASSES):
-            leftovers = await asyncio.to_thread(self._leftovers)
+            leftovers = await self._leftovers()
             if not leftovers and not self._group_alive():
                 break
             self._signal_all(signal.SIGTERM)
@@ -293,13 +411,14 @@ class InstanceProcess:
                 self.proc.kill()
         await self.proc.wait()
 
-    def _leftovers(self) -> list[psutil.Process]:
+    async def _leftovers(self) -> list[psutil.Process]:
         """Every process of this instance still alive, but its leader (asyncio waits for
-        that one): descendants seen through it, and everything carrying its mark."""
-        self.tree.snapshot()
+        that one): descendants seen through it, and everything carrying its mark (in a
+        pass over /proc shared with the other reaps under way)."""
+        self.tree.snapshot()  # the tree's size, not the table's (CHILDREN_LISTS)
         out = {p.pid: p for p in self.tree.alive() if p.pid != self.pid}
         if self.mark is not None:
-            for proc in marked_processes({self.mark}, exclude={self.pid}):
+            for proc in await mark_scans().find(self.mark, exclude={self.pid}):
                 out.setdefault(proc.pid, proc)
         return list(out.values())
 

@@ -27,6 +27,7 @@ from coordinator.errors import CoordinatorError
 from coordinator.plan import RunPlan
 from coordinator.redact import mask_config
 from coordinator.statedir import default_state_dir
+from runner import aio
 
 log = structlog.get_logger("coordinator.db_sink")
 
@@ -175,7 +176,7 @@ class DbSink:
             self.writer.start()
         else:
             try:
-                await asyncio.wait_for(self._create(), OPEN_TIMEOUT_S)
+                await aio.wait_for(self._create(), OPEN_TIMEOUT_S)
             except OrchestrationExistsError:
                 raise OrchestrationIdTakenError(plan.orchestration_id, self.dsn_masked) from None
             except Exception as exc:
@@ -197,7 +198,7 @@ class DbSink:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
             try:
-                await asyncio.wait_for(self._create(), OPEN_TIMEOUT_S)
+                await aio.wait_for(self._create(), OPEN_TIMEOUT_S)
             except OrchestrationExistsError:  # our own earlier attempt got through
                 self._created = True
                 self.writer.start()
@@ -241,7 +242,7 @@ class DbSink:
             if not self._created:
                 continue
             try:
-                await asyncio.wait_for(
+                await aio.wait_for(
                     self.store.heartbeat_orchestration(self._orch_id), self.lease_s / 3
                 )
             except Exception as exc:  # an outage: the writer's line says so already
@@ -257,11 +258,8 @@ class DbSink:
     ) -> None:
         """Write what is left and the final status, within ``deadline_s`` (default
         ``close_deadline_s``); whatever the database did not take by then is journalled."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if await aio.cancel_all(self._tasks):
+            log.info("a sink task did not end when cancelled: left behind")
         self._submit_dirty()
         deadline = asyncio.get_running_loop().time() + (
             self.close_deadline_s if deadline_s is None else deadline_s
@@ -274,9 +272,9 @@ class DbSink:
         try:
             if not self._created:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(self._create(), left() or 0.001)
+                    await aio.wait_for(self._create(), left() or 0.001)
             if self._created and not await self.writer.close(timeout=left() or 0.001):
-                await asyncio.wait_for(
+                await aio.wait_for(
                     self.store.finish_orchestration(self._orch_id, status, results),
                     left() or 0.001,
                 )
@@ -287,7 +285,7 @@ class DbSink:
             if not finished:
                 self._journal(status, results)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.store.close(), max(left(), 1.0))
+                await aio.wait_for(self.store.close(), max(left(), 1.0))
 
     def _journal(self, status: str, results: dict[str, Any]) -> None:
         assert self._orch is not None

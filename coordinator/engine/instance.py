@@ -17,6 +17,7 @@ from coordinator.control.attempts import AttemptLaunch, Ending, first_launch
 from coordinator.engine.state import InstanceState, MilestoneHit, Status
 from coordinator.limits import warning_text
 from coordinator.redact import Redactor
+from runner import aio
 from runner.argv import user_turn_line
 from runner.events import (
     UNPARSED,
@@ -161,7 +162,7 @@ class InstanceRun:
         launch = self.launch
         while state.status is Status.PAUSED and self._stop is None:  # paused before launch
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_event.wait(), 0.2)
+                await aio.wait_for(self._stop_event.wait(), 0.2)
         if self._stop is not None or state.status.finished:
             if self._stop is not None:
                 self._finish(*self._stop, exc_code=None)
@@ -208,12 +209,12 @@ class InstanceRun:
         try:
             await asyncio.wait({pump, watchdog}, return_when=asyncio.FIRST_COMPLETED)
             if self._stop is not None:
-                await self.proc.stop(self.limits.stop_grace)
+                await self.proc.stop(self.limits.stop_grace)  # the reap included
             else:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.proc.wait(), self.limits.post_result_grace)
-            await self.proc.reap()
-            await asyncio.wait_for(asyncio.gather(pump, errs, return_exceptions=True), 5.0)
+                    await aio.wait_for(self.proc.wait(), self.limits.post_result_grace)
+                await self.proc.reap()
+            await aio.wait_for(asyncio.gather(pump, errs, return_exceptions=True), 5.0)
         except asyncio.CancelledError:
             await asyncio.shield(self.proc.stop(self.limits.stop_grace))
             raise
@@ -365,7 +366,7 @@ class InstanceRun:
         limits = self.limits
         while not pump.done():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_event.wait(), 0.5)
+                await aio.wait_for(self._stop_event.wait(), 0.5)
             if self._stop is not None:
                 return
             now = time.monotonic()

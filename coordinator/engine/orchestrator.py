@@ -41,6 +41,7 @@ from coordinator.limits import LimitGate, account_key, limit_of, limit_text
 from coordinator.measure.record import InstanceMeasures
 from coordinator.plan import PlannedInstance, RunPlan
 from coordinator.pool.driver import PoolDriver
+from runner import aio
 from runner.accounting import Accountant
 from runner.events import Event
 from runner.guardian import Guardian
@@ -309,7 +310,7 @@ class Orchestrator:
     async def _close_sync(self, sync: SyncDriver, deadline_s: float = 10.0) -> None:
         """Bounded: a barrier whose database went away must not hold the run's end."""
         try:
-            await asyncio.wait_for(sync.close(), deadline_s)
+            await aio.wait_for(sync.close(), deadline_s)
         except TimeoutError:
             self._note(f"barrier did not close within {deadline_s:g}s (database away?)")
 
@@ -328,7 +329,7 @@ class Orchestrator:
         delay = self.started_mono + inst.offset_s - time.monotonic()
         if delay > 0:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._cancel_event.wait(), delay)
+                await aio.wait_for(self._cancel_event.wait(), delay)
         if self.cancelled is not None:
             self._end_unlaunched(state, Status.CANCELLED, f"not launched: {self.cancelled}")
             return
@@ -728,7 +729,6 @@ class Orchestrator:
 
     def _block(self, budget: Budget, crossing: str) -> None:
         reason = f"blocked: {budget.describe_limit()} exceeded"
-        self._note(reason + f" (crossed by {crossing})")
         members = (
             list(self.states) if budget.scope is BudgetScope.OVERALL else sorted(budget.members)
         )
@@ -745,6 +745,7 @@ class Orchestrator:
                 run.request_stop(Status.BLOCKED, reason)
             elif state.status is Status.PENDING:
                 self._skip_state(state, budget)
+        self._note(reason + f" (crossed by {crossing})")  # after the stops: nothing delays them
 
     def _skip_state(self, state: InstanceState, budget: Budget) -> None:
         if state.status is Status.SKIPPED:

@@ -130,3 +130,52 @@ class SharedTally:
                 budget.exceeded = True
                 events.append(BudgetEvent(budget, 100, "another runner", exceeded=True))
         return events
+
+    def apply_alarm(
+        self, book: BudgetBook, budget_key: str, hosted: str, used: float
+    ) -> list[BudgetEvent]:
+        """Another runner saw ``budget_key`` exceeded with ``used`` spent by the whole run:
+        the crossing for ``hosted``'s engine, as one of its polls would show it (nothing if
+        this book knows already, or has no such budget over ``hosted``). The others' use
+        is brought up to ``used`` (the next poll goes on from there, nothing counted twice)."""
+        for budget in book.covering(hosted):
+            if budget.key != budget_key or budget.scope is BudgetScope.INSTANCE:
+                continue
+            if budget.exceeded:
+                return []
+            bump = max(0.0, used - budget.used)
+            budget.used += bump
+            self.added[budget.key] = self.added.get(budget.key, 0.0) + bump
+            budget.warned.update(t for t in book.thresholds if budget.pct >= t)
+            budget.exceeded = True
+            return [BudgetEvent(budget, 100, "another runner", exceeded=True)]
+        return []
+
+
+# ------------------------------------------------------------------ crossings, pushed
+# A runner that sees a shared budget exceeded (the sums it polled, or its own instance's
+# live count) tells every runner at once (NOTIFY, coordinator/fleet/alarm.py), so a block
+# takes the first runner's poll plus a notification, not every runner's own poll.
+ALARM_SEP = "\t"
+
+
+def alarm_payload(orchestration_id: str, budget_key: str, used: float) -> str:
+    return f"{orchestration_id}{ALARM_SEP}{budget_key}{ALARM_SEP}{used!r}"
+
+
+def parse_alarm(payload: str) -> tuple[str, str, float] | None:
+    """(run, budget key, what the run had used when it was seen); None: not one of ours."""
+    parts = payload.split(ALARM_SEP)
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        return None
+    try:
+        return parts[0], parts[1], float(parts[2])
+    except ValueError:
+        return None
+
+
+def exceeded_keys(book: BudgetBook) -> dict[str, float]:
+    """The shared budgets of ``book`` (overall, per command) exceeded so far: their use."""
+    return {
+        b.key: b.used for b in book.budgets if b.exceeded and b.scope is not BudgetScope.INSTANCE
+    }

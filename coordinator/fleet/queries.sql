@@ -197,3 +197,8 @@ SELECT 'own', name,
        (input_tokens + output_tokens + cache_read_tokens + cache_creation_tokens)::bigint,
        cache_read_tokens::bigint, cost_usd::double precision
 FROM instances WHERE orchestration_id = $1 AND name = ANY($4::text[]);
+
+-- name: budget_alarm
+-- A shared budget seen exceeded: every runner LISTENing on $1 hears it at once
+-- (coordinator/fleet/alarm.py); $2 is "<orchestration id>\t<budget key>".
+SELECT pg_notify($1, $2);

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -37,8 +38,15 @@ from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator, scan_tre
 from coordinator.engine.state import InstanceState, Status
 from coordinator.engine.sync import BARRIER_TROUBLE
 from coordinator.errors import CoordinatorError, DatabaseError
+from coordinator.fleet.alarm import CHANNEL as ALARM_CHANNEL
+from coordinator.fleet.alarm import BudgetAlarm
 from coordinator.fleet.barrier import SharedBarrier
-from coordinator.fleet.budgets import SharedTally, command_groups
+from coordinator.fleet.budgets import (
+    SharedTally,
+    alarm_payload,
+    command_groups,
+    exceeded_keys,
+)
 from coordinator.fleet.control import ANSWER_WAIT_S, FleetControlDb, Want, serve_command
 from coordinator.fleet.control import POLL_S as CONTROL_POLL_S
 from coordinator.fleet.finish import finish_if_ended
@@ -57,6 +65,7 @@ from coordinator.fleet.rules import (
 )
 from coordinator.fleet.store import FencedStore, FleetDb, FleetSink, RunnerIdentity
 from coordinator.settings import Settings
+from runner import aio
 from runner.guardian import Guardian
 
 log = structlog.get_logger("coordinator.fleet.runner")
@@ -64,8 +73,9 @@ T = TypeVar("T")
 
 UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
 HOSTED_REFRESH_S = 2.0  # how often a runner looks for `run --fleet` runs it can join
-BUDGET_POLL_S = 0.1  # the other runners' spending is read this often (block latency):
-# one aggregate query per run held (coordinator/fleet/queries.sql budget_use), not its rows
+ANNOUNCE_S = 0.05  # how often the held engines' books are looked at for crossings to
+# announce (no query unless there is one); the other runners' spending is read every
+# settings.budget_poll_s: one aggregate query per run held (queries.sql budget_use)
 
 
 @dataclass
@@ -153,11 +163,19 @@ class Runner:
         self._barriers: dict[str, SharedBarrier] = {}  # per run: one for all its engines here
         self._barrier_lock = asyncio.Lock()
         self._stack = AsyncExitStack()
+        self._alarm = BudgetAlarm(dsn, self._alarm_heard)  # crossings other runners saw
+        self._announced: set[tuple[str, str]] = set()  # (run, budget key) told or heard
+        self._unannounced: dict[tuple[str, str], float] = {}  # seen, not told yet: its use
         self.state_dir = app.state_dir_of(settings)
         self.guardian: Guardian | None = None
 
     def say(self, text: str) -> None:
         self.console.print(f"{self.me.name}: {text}", highlight=False, soft_wrap=True)
+
+    def say_soon(self, text: str) -> None:
+        """An engine's note: printed once the engine's decision is done, not in its middle
+        (a budget block stops every held instance first; printing is slow on a busy host)."""
+        asyncio.get_running_loop().call_soon(self.say, text)
 
     # ------------------------------------------------------------------ main loop
     async def run(self) -> int:
@@ -165,6 +183,7 @@ class Runner:
         if self.handle_signals:
             for sig in STOP_SIGNALS:
                 loop.add_signal_handler(sig, self._signal, sig)
+            loop.add_signal_handler(signal.SIGUSR1, self._dump)
         await self.fleet.register(self.me)
         labels = ",".join(self.me.labels) or "none"
         self.say(
@@ -184,8 +203,10 @@ class Runner:
         alive = threading.Event()
         keeper = threading.Thread(target=self._keep_alive, args=(alive,), daemon=True)
         keeper.start()
+        self._alarm.ensure()
         beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
         budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
+        announcer = asyncio.create_task(self._announcer(), name="runner-budget-alarm")
         control = asyncio.create_task(self._control(), name="runner-control")
         scan = asyncio.create_task(self._scan(), name="runner-descendants")
         try:
@@ -202,17 +223,16 @@ class Runner:
         finally:
             if self._serving:  # commands taken here: acknowledged before the runner goes
                 await asyncio.wait(list(self._serving), timeout=ANSWER_WAIT_S + 2.0)
-            for task in (beat, budgets, control, scan, *self._serving):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await aio.cancel_all([beat, budgets, announcer, control, scan, *self._serving])
             with contextlib.suppress(Exception):
                 await within(self.fleet.stop(self.me.id), 5.0)
+            with contextlib.suppress(Exception):
+                await within(self._alarm.close(), 5.0)
             for shared in list(self._barriers.values()):  # closed by the last engine, else here
                 with contextlib.suppress(*BARRIER_TROUBLE):
                     await shared.close_shared()
             if self.handle_signals:
-                for sig in STOP_SIGNALS:
+                for sig in (*STOP_SIGNALS, signal.SIGUSR1):
                     loop.remove_signal_handler(sig)
             alive.set()
             if self.guardian is not None:
@@ -237,6 +257,24 @@ class Runner:
             for held in list(self.held.values()):
                 self._hand_back(held, f"handed back by runner {self.me.name} ({sig.name})")
         self._wake.set()
+
+    def _dump(self) -> None:
+        """SIGUSR1: what this runner holds and where each of its tasks waits, on stderr (a
+        runner that does not drain can be asked why without stopping it)."""
+        out = sys.stderr
+        print(f"{self.me.name}: SIGUSR1: {len(self.held)} held", file=out)
+        for held in list(self.held.values()):
+            state = held.orch.states.get(held.name) if held.orch is not None else None
+            print(
+                f"  {held.orchestration_id}/{held.name} epoch {held.epoch} "
+                f"status {state.status.value if state else 'unlaunched'} "
+                f"fenced {held.fenced!r} handed_back {held.handed_back!r}",
+                file=out,
+            )
+        for task in asyncio.all_tasks():
+            print(f"--- task {task.get_name()}", file=out)
+            task.print_stack(limit=12, file=out)
+        out.flush()
 
     def drain(self) -> None:
         """Claim nothing more; finish what is held, then :meth:`run` returns."""
@@ -365,7 +403,7 @@ class Runner:
             ),
             sink=sink,
             instance_env=app.offline_instance_env(self._offline.get(held.orchestration_id)),
-            on_note=lambda text: self.say(f"{held.name}: {text}"),
+            on_note=lambda text: self.say_soon(f"{held.name}: {text}"),
             barrier_dsn=self.dsn,
             sync_rejoin=True,  # a take-over rejoins the barrier; the lease does not excuse it
             handle_signals=False,
@@ -512,17 +550,32 @@ class Runner:
         if held.orch is not None:
             held.orch.cancel(why, kill_within)
 
+    def _sharing(self) -> dict[str, list[Held]]:
+        """The held engines with shared budgets, by run."""
+        by_run: dict[str, list[Held]] = {}
+        for held in list(self.held.values()):
+            if held.orch is not None and held.fenced is None and shares_budgets(held.orch):
+                by_run.setdefault(held.orchestration_id, []).append(held)
+        return by_run
+
+    async def _announcer(self) -> None:
+        """Every ANNOUNCE_S: a shared budget that a held engine now knows exceeded (its own
+        instance's live count crossed it, or a poll showed it) is announced to every
+        runner, once per run and budget; and the listener is kept connected."""
+        while True:
+            await asyncio.sleep(ANNOUNCE_S)
+            self._alarm.ensure()
+            await self._announce(self._sharing())
+
     async def _budgets(self) -> None:
-        """The run's overall and per-command budgets across runners: every BUDGET_POLL_S,
+        """The run's overall and per-command budgets across runners: every budget_poll_s,
         what the other instances' rows add up to (one aggregate query per run) is added to
         each held engine's shared budgets; a crossing in block mode stops the instance here
-        as a crossing of its own would."""
+        as a crossing of its own would. A crossing seen here (polled, or counted live by an
+        engine) is announced to every runner (:meth:`_announcer`)."""
         while True:
-            await asyncio.sleep(BUDGET_POLL_S)
-            by_run: dict[str, list[Held]] = {}
-            for held in list(self.held.values()):
-                if held.orch is not None and held.fenced is None and shares_budgets(held.orch):
-                    by_run.setdefault(held.orchestration_id, []).append(held)
+            await asyncio.sleep(self.settings.budget_poll_s)
+            by_run = self._sharing()
             for orch_id, helds in by_run.items():
                 assert helds[0].run is not None
                 groups = self._groups(helds[0].run)
@@ -532,11 +585,44 @@ class Runner:
                     log.info("budget use unavailable", error=str(exc))
                     continue
                 for held in helds:
-                    assert held.orch is not None
+                    if held.orch is None or held.fenced is not None:
+                        continue
                     state = held.orch.states[held.name]
                     events = held.shared.apply_use(held.orch.budgets, use, held.name)
                     if events:
                         held.orch.budget_events(state, events)
+
+    async def _announce(self, by_run: Mapping[str, Sequence[Held]]) -> None:
+        """Tell every runner of the crossings seen here, once each; one that could not be
+        told (the database slow or away) is told at a later tick, even if the instance
+        that saw it has ended meanwhile."""
+        for orch_id, helds in by_run.items():
+            for held in helds:
+                if held.orch is None:
+                    continue
+                for key, used in exceeded_keys(held.orch.budgets).items():
+                    if (orch_id, key) not in self._announced:
+                        self._unannounced[(orch_id, key)] = used
+        for (orch_id, key), used in list(self._unannounced.items()):
+            try:  # bounded: across a partition a query hangs rather than fails
+                payload = alarm_payload(orch_id, key, used)
+                await within(self.fleet.budget_alarm(ALARM_CHANNEL, payload), 5.0)
+            except (DatabaseError, TimeoutError) as exc:
+                log.info("budget crossing not announced yet", error=str(exc) or "timed out")
+                return
+            self._unannounced.pop((orch_id, key), None)
+            self._announced.add((orch_id, key))
+
+    def _alarm_heard(self, orchestration_id: str, budget_key: str, used: float) -> None:
+        """Another runner saw ``budget_key`` of the run exceeded: block here now."""
+        self._announced.add((orchestration_id, budget_key))
+        self._unannounced.pop((orchestration_id, budget_key), None)
+        for held in list(self.held.values()):
+            if held.orchestration_id != orchestration_id or held.orch is None or held.fenced:
+                continue
+            events = held.shared.apply_alarm(held.orch.budgets, budget_key, held.name, used)
+            if events:
+                held.orch.budget_events(held.orch.states[held.name], events)
 
     # ------------------------------------------------------------------ control commands
     async def _control(self) -> None:

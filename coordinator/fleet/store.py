@@ -193,6 +193,10 @@ class FleetDb:
                 own[r["key"]] = spent
         return RunUse(overall, by_command, own)
 
+    async def budget_alarm(self, channel: str, payload: str) -> None:
+        with database_errors("announce a budget crossing"):
+            await self.pool.execute(_sql("budget_alarm"), channel, payload)
+
     async def runners_of(self, orchestration_id: str) -> list[RunnerRow]:
         with database_errors("list runners"):
             records = await self.pool.fetch(_sql("runners_of"), orchestration_id)

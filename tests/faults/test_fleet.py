@@ -67,16 +67,21 @@ def start_runner(
     capacity: int = 1,
     labels: str | None = None,
     home: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Host:
     """A runner as a host of its own: its HOME (unless ``home``: two runners on one host)
-    and its state dir."""
+    and its state dir; ``env``: settings of its own."""
     where = tmp_path / "hosts" / name
     user_home = home or where / "home"
     user_home.mkdir(parents=True, exist_ok=True)
     where.mkdir(parents=True, exist_ok=True)
     state = where / "state"
     log = where / "runner.log"
-    env = {**coordinator_env(state, COORDINATOR_LEASE_S=LEASE_S), "HOME": str(user_home)}
+    env = {
+        **coordinator_env(state, COORDINATOR_LEASE_S=LEASE_S),
+        "HOME": str(user_home),
+        **(env or {}),
+    }
     args = ["runner", "--database-url", dsn, "--capacity", str(capacity), "--name", name]
     if labels:
         args += ["--labels", labels]
@@ -457,12 +462,14 @@ def test_bad_runner_flags_are_one_line_exit_2(tmp_path: Path) -> None:
         assert len(lines) == 1 and fragment in lines[0], out.stderr
 
 
+@pytest.mark.parametrize("poll_s", ["0.1", "120"])
 def test_an_overall_budget_blocks_instances_on_every_runner(
-    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+    tmp_path: Path, pg_dsn: str, hosts: list[Host], poll_s: str
 ) -> None:
     """Block mode, overall token budget: an instance on r0 crosses it; the instance running
     on r1 is stopped (blocked) within a bounded time of the crossing line, and the one still
-    queued is skipped by whichever runner claims it."""
+    queued is skipped by whichever runner claims it. With the runners' budget poll at 120 s,
+    only the crossing pushed by the runner that saw it (NOTIFY) can stop it in time."""
     from tests.unit.streams import api_response, init, result, usage
 
     go = tmp_path / "go"
@@ -484,7 +491,10 @@ def test_an_overall_budget_blocks_instances_on_every_runner(
         {"budget": {"overall_tokens": 1000, "mode": "block"}},
     )
     waiter = submit(tmp_path, config, pg_dsn, "fleet-b", wait=True)
-    hosts += [start_runner(tmp_path, f"r{k}", pg_dsn) for k in range(2)]
+    hosts += [
+        start_runner(tmp_path, f"r{k}", pg_dsn, env={"COORDINATOR_BUDGET_POLL_S": poll_s})
+        for k in range(2)
+    ]
 
     def both_running() -> bool:
         found = instance_rows(pg_dsn, "fleet-b")

@@ -100,7 +100,12 @@ def test_shared_budgets_add_the_other_runners_use_once() -> None:
     from coordinator.budget.rules import budgets_from_plan
     from coordinator.config import parse_config
     from coordinator.db.rows import InstanceRow
-    from coordinator.fleet.budgets import SharedTally
+    from coordinator.fleet.budgets import (
+        SharedTally,
+        alarm_payload,
+        exceeded_keys,
+        parse_alarm,
+    )
     from coordinator.plan import RunOptions, build_plan
 
     config = parse_config(
@@ -142,6 +147,24 @@ def test_shared_budgets_add_the_other_runners_use_once() -> None:
         ("overall", True),
         ("command:/x", True),
     }
+    assert exceeded_keys(book) == {"overall": 1001.0, "command:/x": 600.0}  # announced
+
+    # another runner's announcement: the crossing as a poll would show it, once, with the
+    # run's use; the next poll goes on from there without counting anything twice
+    fresh, heard = budgets_from_plan(alone), SharedTally()
+    [event] = heard.apply_alarm(fresh, "command:/x", "a", 620.0)
+    assert event.exceeded and event.budget.key == "command:/x" and event.budget.used == 620
+    assert heard.apply_alarm(fresh, "command:/x", "a", 700.0) == []
+    assert heard.apply_alarm(fresh, "command:/y", "a", 700.0) == []  # no such budget
+    assert heard.apply_alarm(fresh, "overall", "nobody", 2000.0) == []  # not hosted here
+    assert set(exceeded_keys(fresh)) == {"command:/x"}
+    heard.apply(fresh, plan, "a", {"b": row("b", 630), "c": row("c", 401)})
+    assert fresh.budgets[1].used == 630  # b's 630 on /x: the alarm's 620 is not added to it
+    payload = alarm_payload("o-1", "command:/x", 620.5)
+    assert parse_alarm(payload) == ("o-1", "command:/x", 620.5)
+    assert parse_alarm("no separator") is None
+    assert parse_alarm("\toverall\t1") is None
+    assert parse_alarm("o-1\toverall\tmuch") is None
 
 
 def test_a_runner_joins_the_hosted_queues_its_labels_serve() -> None:
