@@ -46,6 +46,8 @@ Per point: the last arrival (``barrier_arrivals.arrived_at``, server clock) -> t
 row (``released_at``) and -> each participant continued (SIGCONT taken; the same machine's
 clock), p50 / p99 / max over every participant of every point. No participant may
 continue before the last arrival, nor time out; every instance completes with its tokens.
+Meanwhile the fleet's memory is sampled every 5 s: the PSS of the runners, of what runs
+under them (stand-ins, guardians) and of the Postgres server; its peak is printed.
 
 All phases use one embedded Postgres (its own state dir, removed afterwards), started with
 ``max_connections`` of ``--max-connections`` (as an operator would set it for this many
@@ -632,7 +634,7 @@ class MemorySampler:
     runners, of everything under them (the stand-ins, guardians) and of the Postgres
     server's processes; the peak of the sum, split as it was then."""
 
-    def __init__(self, runners: Sequence[int], server: int, interval_s: float = 2.0) -> None:
+    def __init__(self, runners: Sequence[int], server: int, interval_s: float = 5.0) -> None:
         self.runners = list(runners)
         self.server = server
         self.interval_s = interval_s
