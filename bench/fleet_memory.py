@@ -17,7 +17,8 @@ claims: C engines held at once, as in bench.fleet's barrier phase. Once all C wa
   that grow from the smallest C to the largest, by line, in ``--out``.
 
 A fresh run and a fresh runner process per C: each held engine's cost includes the plan
-size it is one instance of. The runner is stopped (SIGTERM twice: handed back) afterwards.
+size it is one instance of. Afterwards the run is stopped (``coordinator stop``: its queued
+instances end, so the next runner claims only its own run) and the runner drains (SIGTERM).
 """
 
 from __future__ import annotations
