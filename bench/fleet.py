@@ -46,6 +46,8 @@ Per point: the last arrival (``barrier_arrivals.arrived_at``, server clock) -> t
 row (``released_at``) and -> each participant continued (SIGCONT taken; the same machine's
 clock), p50 / p99 / max over every participant of every point. No participant may
 continue before the last arrival, nor time out; every instance completes with its tokens.
+Meanwhile the fleet's memory is sampled every 5 s: the PSS of the runners, of what runs
+under them (stand-ins, guardians) and of the Postgres server; its peak is printed.
 
 All phases use one embedded Postgres (its own state dir, removed afterwards), started with
 ``max_connections`` of ``--max-connections`` (as an operator would set it for this many
@@ -56,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -65,6 +68,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,6 +76,7 @@ from typing import Any
 
 import asyncpg
 import orjson
+import psutil
 
 from coordinator.db import ensure_embedded_server, stop_embedded_server
 from coordinator.db.migrations import migrate_dsn
@@ -625,6 +630,73 @@ def budget(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- barrier
+class MemorySampler:
+    """The fleet's memory while a phase runs, every ``interval_s`` in a thread: the PSS
+    (shared pages split among their sharers, so the sum is what the machine spends) of the
+    runners, of everything under them (the stand-ins, guardians) and of the Postgres
+    server's processes; the peak of the sum, split as it was then."""
+
+    def __init__(self, runners: Sequence[int], server: int, interval_s: float = 5.0) -> None:
+        self.runners = list(runners)
+        self.server = server
+        self.interval_s = interval_s
+        self.peak: dict[str, float] = {"total_mb": 0.0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            sample = self.sample()
+            if sample["total_mb"] > self.peak["total_mb"]:
+                self.peak = sample
+
+    def sample(self) -> dict[str, float]:
+        parts = {"runners_mb": 0.0, "under_runners_mb": 0.0, "postgres_mb": 0.0}
+        groups: list[tuple[str, list[psutil.Process]]] = []
+        for pid in self.runners:
+            with _gone():
+                runner = psutil.Process(pid)
+                groups.append(("runners_mb", [runner]))
+                groups.append(("under_runners_mb", runner.children(recursive=True)))
+        with _gone():
+            server = psutil.Process(self.server)
+            groups.append(("postgres_mb", [server, *server.children()]))
+        count = 0
+        for part, procs in groups:
+            for proc in procs:
+                with _gone():
+                    parts[part] += proc.memory_full_info().pss / 2**20
+                    count += 1
+        out = {k: round(v, 1) for k, v in parts.items()}
+        out["total_mb"] = round(sum(parts.values()), 1)
+        out["processes"] = count
+        return out
+
+
+def _gone() -> contextlib.suppress:
+    """A process that ended meanwhile counts as nothing."""
+    return contextlib.suppress(psutil.Error)
+
+
+async def server_pid(dsn: str) -> int:
+    """The Postgres server's main process (the parent of a backend)."""
+    conn = await asyncpg.connect(dsn)
+    try:  # while the backend lives (it ends with the connection)
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        parent = psutil.Process(backend).parent()
+    finally:
+        await conn.close()
+    return parent.pid if parent is not None else backend
+
+
 async def release_figures(dsn: str, orch_id: str, marks: Path, n: int) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -677,11 +749,13 @@ def barrier(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         {"sync": {"mode": "milestone", "milestones": list(MILESTONES), "timeout_s": 900}},
     )
     fleet = Fleet(root, dsn)
+    server = asyncio.run(server_pid(dsn))
     started = time.monotonic()
     try:
         fleet.submit(config, "bench-barrier")
         fleet.start("s", args.runners, capacity)
-        fleet.wait("bench-barrier")
+        with MemorySampler([p.pid for p in fleet.runners], server) as memory:
+            fleet.wait("bench-barrier")
         wall = time.monotonic() - started
         cpu = fleet.stop()
     finally:
@@ -702,6 +776,7 @@ def barrier(root: Path, dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         "last_arrival_to_release_row_ms": pct(got["decided"]),
         "last_arrival_to_participant_continued_ms": pct(got["resumed"]),
         "continued_ms_per_point": got["per_point"],
+        "peak_memory": memory.peak,
         "wall_s": round(wall, 2),
         "cpu_s": round(cpu, 2),
     }
@@ -748,12 +823,17 @@ def table(outcome: dict[str, Any], only: str | None = None) -> str:
     s = outcome.get("barrier")
     if s:
         d, r = s["last_arrival_to_release_row_ms"], s["last_arrival_to_participant_continued_ms"]
+        m = s["peak_memory"]
         lines += [
             f"  barrier release row    p50 {d['p50']:>8.1f} ms  p99 {d['p99']:>8.1f} ms  "
             f"({s['points']} points)",
             f"  barrier -> continued   p50 {r['p50']:>8.1f} ms  p99 {r['p99']:>8.1f} ms  "
             f"max {r['max']:.1f} ms  ({s['participants']} participants on {s['runners']} "
             f"runners x {s['capacity']}, {r['n']} releases)",
+            f"  barrier peak memory    {m['total_mb'] / 1024:.2f} GB PSS: runners "
+            f"{m.get('runners_mb', 0.0):.0f} MB, stand-ins and guardians "
+            f"{m.get('under_runners_mb', 0.0):.0f} MB, Postgres {m.get('postgres_mb', 0.0):.0f} "
+            f"MB; wall {s['wall_s']:.1f} s",
         ]
     return "\n".join(lines)
 

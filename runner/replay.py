@@ -43,27 +43,32 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from pathlib import Path
-from typing import Any
+
+# Imported as little as it can: a bench holds a thousand of these at once, each its own
+# interpreter, started without site (scripts/replay-claude: python -S). pathlib, typing and
+# subprocess would cost ~1.5 MB each process; site-packages (psutil, the coordinator's
+# dependencies) are put on the path only by the steps that need them (_site).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def run_script(steps: list[dict[str, Any]], out: Any) -> int:
     for step in steps:
         if "await_cont" in step:
             data = b"".join(_line(item) for item in step.get("lines", []))
-            if not _await_cont(out, data, Path(step["await_cont"]), float(step.get("timeout", 60))):
+            if not _await_cont(out, data, step["await_cont"], float(step.get("timeout", 60))):
                 return 3
         elif "file" in step:
-            data = Path(step["file"]).read_bytes()
+            data = _read(step["file"])
             for _ in range(int(step.get("repeat", 1))):
                 out.write(data)
             out.flush()
         elif "lines" in step and "stamp" in step:
             data = b"".join(_line(item) for item in step["lines"])
-            _write_stamped(out, data, Path(step["stamp"]))
+            _write_stamped(out, data, step["stamp"])
         elif "lines" in step:
             for item in step["lines"]:
                 out.write(_line(item))
@@ -83,6 +88,8 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
         elif "spawn" in step and step.get("double_fork"):
             _daemon(step["spawn"], step.get("pidfile"))
         elif "spawn" in step:
+            import subprocess
+
             child = subprocess.Popen(
                 step["spawn"],
                 stdin=subprocess.DEVNULL,
@@ -91,17 +98,17 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
                 start_new_session=bool(step.get("new_session", False)),
             )
             if step.get("pidfile"):
-                _write_pid(Path(step["pidfile"]), child.pid)
+                _write_pid(step["pidfile"], child.pid)
         elif "await_turn" in step:
             turn = sys.stdin.buffer.readline()
             if step.get("save"):
-                Path(step["save"]).write_bytes(turn)
+                _write(step["save"], turn)
             if not turn:
                 return 0
         elif "marker" in step:
-            Path(step["marker"]).write_text(str(time.time_ns()))
+            _write(step["marker"], str(time.time_ns()).encode())
         elif "wait_file" in step:
-            if not _wait_file(Path(step["wait_file"]), float(step.get("timeout", 60))):
+            if not _wait_file(step["wait_file"], float(step.get("timeout", 60))):
                 return 3
         elif "exit" in step:
             return int(step["exit"])
@@ -110,17 +117,34 @@ def run_script(steps: list[dict[str, Any]], out: Any) -> int:
     return 0
 
 
-def _wait_file(path: Path, timeout: float) -> bool:
+def _read(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def _write(path: str, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+
+
+def _site() -> None:
+    """site-packages on the path (started without site): for psutil, the coordinator."""
+    import site
+
+    site.main()
+
+
+def _wait_file(path: str, timeout: float) -> bool:
     """The test's go-ahead: it creates ``path`` (a file is what both sides can see)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
+    while not os.path.exists(path):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.02)
     return True
 
 
-def _await_cont(out: Any, data: bytes, path: Path, timeout: float) -> bool:
+def _await_cont(out: Any, data: bytes, path: str, timeout: float) -> bool:
     """Block SIGCONT, write ``data`` (what makes the engine stop us), wait for SIGCONT: the
     kernel continues a stopped process whether or not the signal is blocked, so its
     arrival is taken here, timed, and never missed (not even one that comes at once)."""
@@ -134,13 +158,13 @@ def _await_cont(out: Any, data: bytes, path: Path, timeout: float) -> bool:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCONT})
     if got is None:
         return False
-    path.write_text(str(at))
+    _write(path, str(at).encode())
     return True
 
 
 def _stamp_term(signum: int, frame: object) -> None:
     at = time.time_ns()
-    Path(os.environ["REPLAY_TERM_STAMP"]).write_text(str(at))
+    _write(os.environ["REPLAY_TERM_STAMP"], str(at).encode())
     os._exit(128 + signum)
 
 
@@ -158,19 +182,20 @@ def _daemon(argv: list[str], pidfile: str | None) -> None:
                     os.dup2(null, fd)
                 os.execvp(argv[0], argv)
             if pidfile:
-                _write_pid(Path(pidfile), daemon)
+                _write_pid(pidfile, daemon)
         finally:
             os._exit(0)
     os.waitpid(middle, 0)
 
 
-def _write_pid(path: Path, pid: int) -> None:
+def _write_pid(path: str, pid: int) -> None:
+    _site()
     import psutil
 
     created = psutil.Process(pid).create_time()
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(f"{pid} {created!r}")
-    tmp.replace(path)  # whole or absent for a reader
+    tmp = os.path.splitext(path)[0] + ".tmp"  # as Path.with_suffix(".tmp")
+    _write(tmp, f"{pid} {created!r}".encode())
+    os.replace(tmp, path)  # whole or absent for a reader
 
 
 def _line(item: Any) -> bytes:
@@ -178,7 +203,7 @@ def _line(item: Any) -> bytes:
     return text.encode() + b"\n"
 
 
-def _write_stamped(out: Any, data: bytes, stamp: Path) -> None:
+def _write_stamped(out: Any, data: bytes, stamp: str) -> None:
     """Write and flush ``data``, then record when: for latency measurements (e.g. from the
     line that crosses a budget to the process being gone). A stop signal that comes in the
     meantime takes effect right after the stamp is written."""
@@ -199,6 +224,7 @@ def _write_stamped(out: Any, data: bytes, stamp: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args == ["--version"]:  # imported only here: it costs ~90 ms and 6 MB per instance
+        _site()
         from coordinator.commands.builtins import OBSERVED_VERSION as PINNED_VERSION
 
         print(f"{os.environ.get('REPLAY_VERSION', PINNED_VERSION)} (Claude Code)")
@@ -209,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if not script:
         print("replay: set REPLAY_SCRIPT or pass --script", file=sys.stderr)
         return 2
-    steps = json.loads(Path(script).read_text())
+    steps = json.loads(_read(script))
     if os.environ.get("REPLAY_IGNORE_SIGTERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif os.environ.get("REPLAY_TERM_STAMP"):

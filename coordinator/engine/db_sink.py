@@ -130,8 +130,12 @@ class DbSink:
         close_deadline_s: float = CLOSE_DEADLINE_S,
         launch: dict[str, Any] | None = None,
         reopened: OrchestrationRow | None = None,
+        config_json: dict[str, Any] | None = None,
     ) -> None:
         self.launch = launch or {}
+        # the plan's config as recorded (masked), when the caller has it already: a fleet
+        # runner builds it once per run for all its engines
+        self._config_json = config_json
         self.reopened = reopened  # a resumed run: its row exists and this process owns it
         self.store = store
         self.dsn_masked = dsn_masked
@@ -166,7 +170,9 @@ class DbSink:
             status="running",
             host=host,
             sync_mode=plan.sync.mode.value,
-            config=mask_config(plan.config.model_dump(mode="json")),  # env values
+            config=self._config_json
+            if self._config_json is not None
+            else mask_config(plan.config.model_dump(mode="json")),  # env values
             budgets=plan.budget.model_dump(mode="json"),
             lease_s=self.lease_s,
             launch=self.launch,

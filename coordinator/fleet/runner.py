@@ -158,6 +158,7 @@ class Runner:
         self.handing_back = False
         self._wake = asyncio.Event()
         self._runs: dict[str, StoredRun] = {}
+        self._building: dict[str, asyncio.Lock] = {}  # per run: its plan is being built
         self._offline: dict[str, dict[str, str] | None] = {}
         self._budget_groups: dict[str, tuple[list[str], list[str]]] = {}
         self._barriers: dict[str, SharedBarrier] = {}  # per run: one for all its engines here
@@ -348,6 +349,16 @@ class Runner:
 
     async def _stored(self, orchestration_id: str) -> StoredRun:
         run = self._runs.get(orchestration_id)
+        if run is not None:
+            return run
+        # one build per run: the instances claimed together wait for the first one's (each
+        # built its own before: a plan and its config per engine, ~7 MB each at 1,000
+        # instances, and an offline server each)
+        async with self._building.setdefault(orchestration_id, asyncio.Lock()):
+            return await self._build_stored(orchestration_id)
+
+    async def _build_stored(self, orchestration_id: str) -> StoredRun:
+        run = self._runs.get(orchestration_id)
         if run is None:
             row = await self.store.get_orchestration(orchestration_id)
             if row is None:
@@ -355,11 +366,11 @@ class Runner:
             run = await asyncio.to_thread(
                 stored_run, row, self.settings, self.database_url, need_claude=True
             )
-            self._runs[orchestration_id] = run
             if run.req.offline:  # this host's own offline model server for the run
                 self._offline[orchestration_id] = await self._stack.enter_async_context(
                     app.offline_server(run.req, run.plan)
                 )
+            self._runs[orchestration_id] = run  # with its server: what the engines need
         return run
 
     async def _run_held(self, held: Held) -> None:
@@ -389,6 +400,7 @@ class Runner:
             close_deadline_s=self.settings.db_close_timeout,
             launch=run.row.launch,
             reopened=run.row,
+            config_json=run.config_json(),  # one dump of the run's config for all its engines
         )
         req = run.req
         orch = Orchestrator(
