@@ -55,11 +55,17 @@ class ClaimedJob:
 class Queue(Protocol):
     async def enqueue(self, jobs: Sequence[QueuedJob]) -> list[int]: ...
     async def claim(
-        self, entrypoints: Sequence[str], owner: uuid.UUID, capacity: int, lease_s: float
+        self,
+        entrypoints: Sequence[str],
+        owner: uuid.UUID,
+        capacity: int,
+        lease_s: float,
+        batch: int | None = None,
     ) -> list[ClaimedJob]:
-        """Up to ``capacity`` jobs in all held by ``owner``: queued ones whose not-before
-        time passed, and picked ones whose heartbeat is older than ``lease_s`` (their
-        runner is gone)."""
+        """Up to ``capacity`` jobs in all held by ``owner`` (and at most ``batch`` now: the
+        slots its holder has free, some of which may still finish jobs already done):
+        queued ones whose not-before time passed, and picked ones whose heartbeat is older
+        than ``lease_s`` (their runner is gone)."""
         ...
 
     async def heartbeat(self, jobs: Sequence[ClaimedJob]) -> None: ...
@@ -143,14 +149,19 @@ class PgQueue:
         return [int(i) for i in ids]
 
     async def claim(
-        self, entrypoints: Sequence[str], owner: uuid.UUID, capacity: int, lease_s: float
+        self,
+        entrypoints: Sequence[str],
+        owner: uuid.UUID,
+        capacity: int,
+        lease_s: float,
+        batch: int | None = None,
     ) -> list[ClaimedJob]:
         from pgqueuer.ports.repository import EntrypointExecutionParameter
         from pgqueuer.types import QueueEntrypoint, QueueManagerId
 
         with database_errors("claim instances"):
             jobs = await self._queries.dequeue(
-                batch_size=max(1, capacity),
+                batch_size=max(1, capacity if batch is None else min(batch, capacity)),
                 entrypoints={
                     QueueEntrypoint(e): EntrypointExecutionParameter(concurrency_limit=0)
                     for e in entrypoints
@@ -223,13 +234,18 @@ class MemoryQueue:
         return ids
 
     async def claim(
-        self, entrypoints: Sequence[str], owner: uuid.UUID, capacity: int, lease_s: float
+        self,
+        entrypoints: Sequence[str],
+        owner: uuid.UUID,
+        capacity: int,
+        lease_s: float,
+        batch: int | None = None,
     ) -> list[ClaimedJob]:
         now = self._clock()
         held = sum(1 for j in self._jobs.values() if j.state == "picked" and j.owner == owner)
         out: list[ClaimedJob] = []
         for job in sorted(self._jobs.values(), key=lambda j: j.id):
-            if held + len(out) >= capacity:
+            if held + len(out) >= capacity or (batch is not None and len(out) >= max(1, batch)):
                 break
             if job.entrypoint not in entrypoints or job.execute_after > now:
                 continue

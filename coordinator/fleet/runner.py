@@ -310,8 +310,12 @@ class Runner:
         if not entrypoints:
             return
         try:
-            jobs = await self.queue.claim(
-                entrypoints, self.me.id, self.me.capacity, self.me.lease_s
+            jobs = await self.queue.claim(  # a held instance whose job is done already
+                entrypoints,  # (finishing its bookkeeping) still takes its slot here
+                self.me.id,
+                self.me.capacity,
+                self.me.lease_s,
+                batch=self.me.capacity - len(self.held),
             )
         except DatabaseError as exc:
             log.info("claim failed", error=str(exc))

@@ -47,6 +47,16 @@ async def test_capacity_per_owner_and_done(queue: Queue) -> None:
     assert again == []  # nothing queued is left; the done one is gone
 
 
+async def test_a_claim_takes_at_most_its_batch(queue: Queue) -> None:
+    """A runner whose slots are still taken by instances whose jobs are done (finishing
+    their bookkeeping) asks for its free slots only, not its whole capacity."""
+    await queue.enqueue(jobs(5))
+    me = uuid.uuid4()
+    assert len(await queue.claim(["coordinator"], me, 4, 30, batch=1)) == 1
+    assert len(await queue.claim(["coordinator"], me, 4, 30, batch=9)) == 3  # capacity
+    assert await queue.claim(["coordinator"], me, 4, 30, batch=2) == []
+
+
 async def test_labels_are_queues(queue: Queue) -> None:
     await queue.enqueue(jobs(1, "coordinator:gpu"))
     assert await queue.claim(["coordinator"], uuid.uuid4(), 5, 30) == []
