@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import structlog
 from rich.console import Console
 
@@ -32,7 +33,8 @@ from coordinator.budget.rules import BudgetScope
 from coordinator.config.models import SyncMode
 from coordinator.control.commands import ControlCommand, Verb
 from coordinator.control.resume import seed_state
-from coordinator.db.postgres import PostgresStore
+from coordinator.db.journal import pending_journals, replay_journals
+from coordinator.db.postgres import PostgresStore, create_pool
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator, scan_trees
 from coordinator.engine.state import InstanceState, Status
@@ -72,6 +74,7 @@ log = structlog.get_logger("coordinator.fleet.runner")
 T = TypeVar("T")
 
 UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
+REPLAY_RETRY_S = 5.0  # journals this host could not write yet: tried again this often
 HOSTED_REFRESH_S = 2.0  # how often a runner looks for `run --fleet` runs it can join
 ANNOUNCE_S = 0.05  # how often the held engines' books are looked at for crossings to
 # announce (no query unless there is one); the other runners' spending is read every
@@ -136,6 +139,10 @@ class Runner:
         self.me = me
         self.store = store
         self.fleet = FleetDb(store.pool)
+        # the lease's renewal on a connection of its own (run() opens it): behind a hundred
+        # engines' row writes in the store's pool it waited long enough to self-fence
+        self.liveness = self.fleet
+        self._liveness_pool: asyncpg.Pool | None = None
         self.control = FleetControlDb(store.pool)
         self._serving: set[asyncio.Task[None]] = set()
         self.queue = queue
@@ -164,6 +171,7 @@ class Runner:
         self._barriers: dict[str, SharedBarrier] = {}  # per run: one for all its engines here
         self._barrier_lock = asyncio.Lock()
         self._stack = AsyncExitStack()
+        self._replaying: asyncio.Task[None] | None = None  # journals into the database
         self._alarm = BudgetAlarm(dsn, self._alarm_heard)  # crossings other runners saw
         self._announced: set[tuple[str, str]] = set()  # (run, budget key) told or heard
         self._unannounced: dict[tuple[str, str], float] = {}  # seen, not told yet: its use
@@ -186,6 +194,11 @@ class Runner:
                 loop.add_signal_handler(sig, self._signal, sig)
             loop.add_signal_handler(signal.SIGUSR1, self._dump)
         await self.fleet.register(self.me)
+        try:
+            self._liveness_pool = await create_pool(self.dsn, min_size=1, max_size=1)
+            self.liveness = FleetDb(self._liveness_pool)
+        except DatabaseError as exc:  # renewed through the store's pool, as before
+            self.say(f"no connection of its own for the lease ({exc}): sharing the pool's")
         labels = ",".join(self.me.labels) or "none"
         self.say(
             f"runner on {self.me.host} (pid {self.me.pid}), capacity {self.me.capacity}, "
@@ -205,6 +218,8 @@ class Runner:
         keeper = threading.Thread(target=self._keep_alive, args=(alive,), daemon=True)
         keeper.start()
         self._alarm.ensure()
+        if pending_journals(self.state_dir):  # left by an earlier runner of this host
+            self._replay_soon()
         beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
         budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
         announcer = asyncio.create_task(self._announcer(), name="runner-budget-alarm")
@@ -224,11 +239,17 @@ class Runner:
         finally:
             if self._serving:  # commands taken here: acknowledged before the runner goes
                 await asyncio.wait(list(self._serving), timeout=ANSWER_WAIT_S + 2.0)
-            await aio.cancel_all([beat, budgets, announcer, control, scan, *self._serving])
+            if self._replaying is not None:  # a last try, bounded: else the next start's
+                await asyncio.wait({self._replaying}, timeout=10.0)
+            tasks = [beat, budgets, announcer, control, scan, *self._serving]
+            await aio.cancel_all([*tasks, *([self._replaying] if self._replaying else [])])
             with contextlib.suppress(Exception):
                 await within(self.fleet.stop(self.me.id), 5.0)
             with contextlib.suppress(Exception):
                 await within(self._alarm.close(), 5.0)
+            if self._liveness_pool is not None:
+                with contextlib.suppress(Exception):
+                    await within(self._liveness_pool.close(), 5.0)
             for shared in list(self._barriers.values()):  # closed by the last engine, else here
                 with contextlib.suppress(*BARRIER_TROUBLE):
                     await shared.close_shared()
@@ -473,6 +494,8 @@ class Runner:
                     self._fence(held, "another runner took it over meanwhile")
         status = "completed" if outcome.exit_code == 0 else "failed"
         await sink.close(status, {"orchestration_id": held.orchestration_id})
+        if sink.journalled is not None:  # the database was too slow or away at the end:
+            self._replay_soon()  # written (fenced by the epoch) as soon as it takes them
         if held.fenced:
             self.say(f"{held.name}: copy stopped ({held.fenced}); the other runner goes on")
             return  # the job is the other runner's now: not ours to finish or hand back
@@ -539,6 +562,27 @@ class Runner:
         elif state.attempt_log:
             state.attempt_log[-1] = dataclasses.replace(state.attempt_log[-1], then=then)
         state.last_event = then
+
+    def _replay_soon(self) -> None:
+        if self._replaying is None or self._replaying.done():
+            self._replaying = asyncio.create_task(self._replay(), name="runner-journal")
+
+    async def _replay(self) -> None:
+        """This host's journals (rows an engine could not write at its end, a runner of an
+        earlier start's) into the database, retried every REPLAY_RETRY_S while any is left;
+        then the runs they belong to may be over: their results are recorded."""
+        while True:
+            try:
+                lines = await within(replay_journals(self.store, self.state_dir), 60.0)
+            except (DatabaseError, TimeoutError) as exc:
+                lines = [f"journal replay failed, again in {REPLAY_RETRY_S:g}s: {exc}"]
+            for line in lines:
+                self.say(line)
+            for run in list(self._runs.values()):
+                await self._maybe_finish(run)
+            if not pending_journals(self.state_dir):
+                return
+            await asyncio.sleep(REPLAY_RETRY_S)
 
     async def _maybe_finish(self, run: StoredRun) -> None:
         with contextlib.suppress(DatabaseError):
@@ -794,13 +838,13 @@ class Runner:
 
     async def _renew(self) -> None:
         live = [h for h in self.held.values() if h.fenced is None and h.epoch]
-        epochs = await self.fleet.epochs([h.key for h in live])
+        epochs = await self.liveness.epochs([h.key for h in live])
         for held in live:
             if fenced_out(held.epoch, epochs.get(held.key)):
                 self._fence(held, "another runner took it over after this one's lease")
         live = [h for h in live if h.fenced is None]
         await self.queue.heartbeat([h.job for h in live])
-        await self.fleet.heartbeat(self.me.id, "draining" if self.draining else "running")
+        await self.liveness.heartbeat(self.me.id, "draining" if self.draining else "running")
 
 
 _ABANDONED: set[asyncio.Future[Any]] = set()  # given up on, left to end by themselves

@@ -594,3 +594,37 @@ def test_start_at_and_the_stagger_become_not_before_times(
         started = datetime.fromisoformat(inst["started_at"]).timestamp()
         assert started >= due - 0.05, (inst["name"], started - due)
     assert hosts[0].stop() == 0
+
+
+def test_rows_a_runner_had_to_journal_at_an_instance_end_reach_the_database_while_it_runs(
+    tmp_path: Path, pg_dsn: str, hosts: list[Host]
+) -> None:
+    """The final flush of each instance misses its deadline (here 1 ms, at full size a
+    hundred engines closing at once behind one pool): its rows are journalled. The runner,
+    still running, replays its journal into the database (fenced by the claim's epoch),
+    so the run ends and ``submit --wait`` writes the results, with exact tokens; before,
+    the rows waited for the next coordinator command on that host and the run never
+    ended."""
+    scripts = {f"j{i}": slow_answer(f"j{i}", 100 + i, 10 + i, 0.5) for i in range(2)}
+    config = write_config(tmp_path, scripts)
+    waiter = submit(tmp_path, config, pg_dsn, "fleet-j", wait=True)
+    hosts.append(
+        start_runner(
+            tmp_path, "r0", pg_dsn, capacity=2, env={"COORDINATOR_DB_CLOSE_TIMEOUT": "0.001"}
+        )
+    )
+    assert waiter.wait(timeout=90) == 0, (tmp_path / "submit-fleet-j.err").read_text()
+    text = hosts[0].text()
+    assert "journalled" in text and "replayed" in text, text
+    rows = instance_rows(pg_dsn, "fleet-j")
+    assert {n: r["status"] for n, r in rows.items()} == {"j0": "completed", "j1": "completed"}
+    results = json.loads((tmp_path / "results-fleet-j.json").read_text())
+    by_name = {i["name"]: i for i in results["instances"]}
+    for i in range(2):
+        assert (by_name[f"j{i}"]["input_tokens"], by_name[f"j{i}"]["output_tokens"]) == (
+            100 + i,
+            10 + i,
+        )
+    assert hosts[0].stop() == 0, hosts[0].text()
+    assert not list((hosts[0].state / "journal").glob("*.jsonl"))
+    assert alive_cmdlines(str(tmp_path)) == []
