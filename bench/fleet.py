@@ -204,10 +204,14 @@ def write_config(
     return path
 
 
+LEASE: dict[str, str] = {}  # --lease-s: COORDINATOR_LEASE_S of every process of the bench
+
+
 def env_for(state: Path, home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COORDINATOR_")}
     home.mkdir(parents=True, exist_ok=True)
     env.update({"NO_COLOR": "1", "COORDINATOR_STATE_DIR": str(state), "HOME": str(home)})
+    env.update(LEASE)
     return env
 
 
@@ -848,7 +852,12 @@ def main() -> None:
     parser.add_argument("--phases", default="throughput,budget,barrier")
     parser.add_argument("--max-connections", type=int, default=400)
     parser.add_argument("--keep", action="store_true", help="keep the bench's directory")
+    parser.add_argument(
+        "--lease-s", type=float, help="the runners' lease (default: the coordinator's, 30 s)"
+    )
     args = parser.parse_args()
+    if args.lease_s is not None:
+        LEASE["COORDINATOR_LEASE_S"] = str(args.lease_s)
     phases = [p for p in args.phases.split(",") if p]
     unknown = set(phases) - {"throughput", "budget", "barrier"}
     if unknown:
@@ -857,6 +866,7 @@ def main() -> None:
     state = root / "pg"
     outcome: dict[str, Any] = {"instances": args.instances, "runners": args.runners}
     outcome["capacity"] = args.capacity
+    outcome["lease_s"] = args.lease_s or 30.0
     failed: list[str] = []
     try:
         dsn = start_server(state, args.max_connections)
