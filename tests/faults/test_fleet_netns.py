@@ -282,10 +282,18 @@ def test_a_partitioned_runner_fences_itself_and_writes_nothing_when_back(
             assert time.monotonic() < deadline + 60, "x did not complete on r1"
             time.sleep(0.05)
         assert most <= 1
-        # r0's journal, replayed by the next command on its host: fenced by the epoch.
+        # r0's journal, replayed by r0 itself once the database is back, or by the next
+        # command on its host, whichever comes first: fenced by the epoch, so dropped.
         replay = coordinator_in(net, 0, ["status", orch_id], hosts[0].state, dsn)
         assert replay.returncode == 0, replay.stderr
-        assert "dropped: another runner took it over" in replay.stdout + replay.stderr
+        wait_for(
+            lambda: (
+                "dropped: another runner took it over"
+                in replay.stdout + replay.stderr + hosts[0].text()
+            ),
+            30,
+            "r0's journalled rows to be dropped by the epoch",
+        )
         row = instance_rows(dsn, orch_id)["x"]
         assert (row["runner"], row["claim_epoch"], row["status"]) == ("r1", 2, "completed")
         done = coordinator_in(None, 0, ["results", orch_id], tmp_path / "submit-state", dsn)
