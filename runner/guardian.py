@@ -8,7 +8,8 @@ group, and the mark its processes carry in their environment: what left the grou
 by it), ``p PID CREATE_TIME`` (a descendant seen outside the group), ``w SECONDS [GRACE]`` (a
 watchdog: when nothing, not even a ``k`` keep-alive, comes for that long, the coordinator is
 frozen and cannot stop its instances: they are reaped then, GRACE seconds from SIGTERM to
-SIGKILL, and the guardian goes on).
+SIGKILL, and the guardian goes on), ``r GRACE`` (reap everything now: a runner whose lease
+lapsed while its event loop was too busy to stop its copies in time).
 
 If the guardian itself dies mid-run (an OOM kill, a stray ``kill -9``), the coordinator
 starts a new one and tells it everything again (:meth:`Guardian.check`), or, if it cannot,
@@ -128,6 +129,10 @@ def main() -> int:
                 elif parts[0] == b"w":
                     watchdog = float(parts[1]) if float(parts[1]) > 0 else None
                     watchdog_grace = float(parts[2]) if len(parts) > 2 else GRACE_S
+                elif parts[0] == b"r":
+                    reap(set(groups), procs, float(parts[1]), {m for m in groups.values() if m})
+                    groups.clear()
+                    procs.clear()
                 # b"k": a keep-alive, only heard
     reap(set(groups), procs, marks={m for m in groups.values() if m})
     return 0
@@ -199,6 +204,11 @@ class Guardian:
         self._watchdog = seconds
         self._watchdog_grace = grace
         self._send(f"w {seconds!r} {grace!r}")
+
+    def reap_now(self, grace: float = GRACE_S) -> None:
+        """Reap everything tracked now (from any thread), ``grace`` from SIGTERM to SIGKILL;
+        the guardian forgets it all and goes on."""
+        self._send(f"r {grace!r}")
 
     def keepalive(self) -> None:
         self._send("k")

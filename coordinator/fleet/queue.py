@@ -202,6 +202,19 @@ class PgQueue:
             await aio.wait_for(self._pool.close(), 5.0)
 
 
+async def heartbeat_jobs(conn: asyncpg.Connection, job_ids: Sequence[int]) -> None:
+    """pgqueuer's heartbeat of ``job_ids`` on a connection of the caller's (the lease's
+    own, on its own thread), not on the queue's pool."""
+    from pgqueuer.queries import Queries
+    from pgqueuer.types import JobId
+
+    if job_ids:
+        with database_errors("heartbeat jobs"):
+            await Queries.from_asyncpg_connection(conn).update_heartbeat(
+                [JobId(i) for i in job_ids]
+            )
+
+
 @dataclass
 class _MemJob:
     id: int

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import asyncpg
 import structlog
 from rich.console import Console
 
@@ -34,7 +33,7 @@ from coordinator.config.models import SyncMode
 from coordinator.control.commands import ControlCommand, Verb
 from coordinator.control.resume import seed_state
 from coordinator.db.journal import pending_journals, replay_journals
-from coordinator.db.postgres import PostgresStore, create_pool
+from coordinator.db.postgres import PostgresStore
 from coordinator.engine.instance import Limits
 from coordinator.engine.orchestrator import STOP_SIGNALS, Orchestrator, scan_trees
 from coordinator.engine.state import InstanceState, Status
@@ -52,6 +51,7 @@ from coordinator.fleet.budgets import (
 from coordinator.fleet.control import ANSWER_WAIT_S, FleetControlDb, Want, serve_command
 from coordinator.fleet.control import POLL_S as CONTROL_POLL_S
 from coordinator.fleet.finish import finish_if_ended
+from coordinator.fleet.lease import Hold, LeaseKeeper, PgRenewal
 from coordinator.fleet.plans import StoredRun, stored_run
 from coordinator.fleet.queue import ClaimedJob, Queue
 from coordinator.fleet.rules import (
@@ -139,10 +139,8 @@ class Runner:
         self.me = me
         self.store = store
         self.fleet = FleetDb(store.pool)
-        # the lease's renewal on a connection of its own (run() opens it): behind a hundred
-        # engines' row writes in the store's pool it waited long enough to self-fence
-        self.liveness = self.fleet
-        self._liveness_pool: asyncpg.Pool | None = None
+        # the lease, renewed on a thread with its own loop and connection (run() starts it)
+        self.lease: LeaseKeeper | None = None
         self.control = FleetControlDb(store.pool)
         self._serving: set[asyncio.Task[None]] = set()
         self.queue = queue
@@ -194,11 +192,6 @@ class Runner:
                 loop.add_signal_handler(sig, self._signal, sig)
             loop.add_signal_handler(signal.SIGUSR1, self._dump)
         await self.fleet.register(self.me)
-        try:
-            self._liveness_pool = await create_pool(self.dsn, min_size=1, max_size=1)
-            self.liveness = FleetDb(self._liveness_pool)
-        except DatabaseError as exc:  # renewed through the store's pool, as before
-            self.say(f"no connection of its own for the lease ({exc}): sharing the pool's")
         labels = ",".join(self.me.labels) or "none"
         self.say(
             f"runner on {self.me.host} (pid {self.me.pid}), capacity {self.me.capacity}, "
@@ -217,10 +210,21 @@ class Runner:
         alive = threading.Event()
         keeper = threading.Thread(target=self._keep_alive, args=(alive,), daemon=True)
         keeper.start()
+        self.lease = LeaseKeeper(
+            lambda: PgRenewal(self.dsn, self.me.id),
+            self.me.lease_s,
+            holds=self._holds,
+            state=lambda: "draining" if self.draining else "running",
+            loop=loop,
+            on_fenced=self._lease_fenced,
+            on_lapse=self._lease_lapsed,
+            on_frozen=self._frozen,
+            backstop=self._backstop,
+        )
+        self.lease.start()
         self._alarm.ensure()
         if pending_journals(self.state_dir):  # left by an earlier runner of this host
             self._replay_soon()
-        beat = asyncio.create_task(self._beat(), name="runner-heartbeat")
         budgets = asyncio.create_task(self._budgets(), name="runner-budgets")
         announcer = asyncio.create_task(self._announcer(), name="runner-budget-alarm")
         control = asyncio.create_task(self._control(), name="runner-control")
@@ -241,15 +245,14 @@ class Runner:
                 await asyncio.wait(list(self._serving), timeout=ANSWER_WAIT_S + 2.0)
             if self._replaying is not None:  # a last try, bounded: else the next start's
                 await asyncio.wait({self._replaying}, timeout=10.0)
-            tasks = [beat, budgets, announcer, control, scan, *self._serving]
+            tasks = [budgets, announcer, control, scan, *self._serving]
             await aio.cancel_all([*tasks, *([self._replaying] if self._replaying else [])])
+            if self.lease is not None:
+                await self.lease.stop()
             with contextlib.suppress(Exception):
                 await within(self.fleet.stop(self.me.id), 5.0)
             with contextlib.suppress(Exception):
                 await within(self._alarm.close(), 5.0)
-            if self._liveness_pool is not None:
-                with contextlib.suppress(Exception):
-                    await within(self._liveness_pool.close(), 5.0)
             for shared in list(self._barriers.values()):  # closed by the last engine, else here
                 with contextlib.suppress(*BARRIER_TROUBLE):
                     await shared.close_shared()
@@ -327,6 +330,8 @@ class Runner:
         self._wake.clear()
 
     async def _claim(self) -> None:
+        if self._lapsed():  # the lease may be another's soon: nothing new until renewed
+            return
         entrypoints = await self._claim_from()
         if not entrypoints:
             return
@@ -784,67 +789,56 @@ class Runner:
             groups = self._budget_groups[run.row.id] = command_groups(run.plan)
         return groups
 
-    async def _beat(self) -> None:
-        """Every lease/4: first the fence (a runner back from a stop sees the epochs moved
-        and stops those copies before anything else), then the jobs' and the runner's
-        heartbeat. Not renewed for most of the lease: stop every copy (self-fence), on
-        time even while a renewal hangs (across a cut link a query hangs, it does not fail:
-        it is left running, never waited for past the fence's moment)."""
-        loop = asyncio.get_running_loop()
-        lease = self.me.lease_s
-        interval = lease / 4  # a missed renewal or two still renew before the fence
-        renewed = started = loop.time()  # renewed: when the last good renewal began
-        renewing: asyncio.Task[None] | None = None
-        try:
-            while True:
-                slept = loop.time()
-                fence_at = renewed + lease * SELF_FENCE_FRACTION
-                want = interval
-                if renewing is not None and slept < fence_at:
-                    want = min(interval, fence_at - slept)
-                await asyncio.sleep(want)
-                frozen = loop.time() - slept - want
-                if must_self_fence(frozen, lease):  # this process was stopped: the
-                    for held in list(self.held.values()):  # guardian's watchdog reaped them
-                        self._hand_back(
-                            held,
-                            f"runner frozen for {frozen:.0f}s: its guardian stopped it",
-                            kill_within(loop.time() - renewed, lease),
-                        )
-                if renewing is None:
-                    started = loop.time()
-                    renewing = asyncio.create_task(self._renew(), name="runner-renew")
-                left = max(0.0, min(interval, fence_at - loop.time()))
-                done, _ = await asyncio.wait({renewing}, timeout=left)
-                if renewing in done:
-                    task, renewing = renewing, None
-                    try:
-                        task.result()
-                        renewed = started
-                    except DatabaseError as exc:
-                        log.info("runner heartbeat failed", error=str(exc))
-                since = loop.time() - renewed
-                if must_self_fence(since, lease):  # stopped, and killed with a margin
-                    for held in list(self.held.values()):  # before the lease ends
-                        self._hand_back(
-                            held,
-                            f"lease not renewed for {since:.1f}s (database unreachable): "
-                            "stopped so no other copy overlaps",
-                            kill_within(since, lease),
-                        )
-        finally:
-            if renewing is not None:
-                renewing.cancel()
+    # ------------------------------------------------------------------ the lease
+    def _holds(self) -> list[Hold]:
+        """What the lease covers (read on the lease's thread: one copy of the dict)."""
+        return [
+            Hold(h.key, h.epoch, h.job.id)
+            for h in list(self.held.values())
+            if h.fenced is None and h.epoch
+        ]
 
-    async def _renew(self) -> None:
-        live = [h for h in self.held.values() if h.fenced is None and h.epoch]
-        epochs = await self.liveness.epochs([h.key for h in live])
-        for held in live:
-            if fenced_out(held.epoch, epochs.get(held.key)):
+    def _lapsed(self) -> bool:
+        return self.lease is not None and must_self_fence(
+            self.lease.since_renewed(), self.me.lease_s
+        )
+
+    def _lease_fenced(self, keys: set[tuple[str, str]]) -> None:
+        for key in keys:
+            held = self.held.get(key)
+            if held is not None:
                 self._fence(held, "another runner took it over after this one's lease")
-        live = [h for h in live if h.fenced is None]
-        await self.queue.heartbeat([h.job for h in live])
-        await self.liveness.heartbeat(self.me.id, "draining" if self.draining else "running")
+
+    def _lease_lapsed(self, since: float) -> None:
+        """Not renewed for most of the lease: stopped, and killed with a margin before the
+        lease ends (across a cut link a query hangs: the lease's thread gave up on it)."""
+        since = self.lease.since_renewed() if self.lease is not None else since
+        for held in list(self.held.values()):
+            self._hand_back(
+                held,
+                f"lease not renewed for {since:.1f}s (database unreachable): "
+                "stopped so no other copy overlaps",
+                kill_within(since, self.me.lease_s),
+            )
+        if self.lease is not None:
+            self.lease.lapse_acted()
+
+    def _frozen(self, frozen: float) -> None:
+        """This process was stopped for most of the lease: the guardian's watchdog reaped
+        its instances meanwhile; they are queued again."""
+        since = self.lease.since_renewed() if self.lease is not None else frozen
+        for held in list(self.held.values()):
+            self._hand_back(
+                held,
+                f"runner frozen for {frozen:.0f}s: its guardian stopped it",
+                kill_within(since, self.me.lease_s),
+            )
+
+    def _backstop(self) -> None:
+        """On the lease's thread: this loop has not stopped its copies by the kill-by
+        moment of a lapse (starved): the guardian reaps them now."""
+        if self.guardian is not None:
+            self.guardian.reap_now(0.0)
 
 
 _ABANDONED: set[asyncio.Future[Any]] = set()  # given up on, left to end by themselves

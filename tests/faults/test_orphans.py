@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -137,3 +138,33 @@ def test_a_guardian_that_cannot_be_restarted_says_the_run_is_unguarded() -> None
         guardian.track_group(1234, "mark")  # and tracking goes on without failing
     finally:
         guardian.close()
+
+
+def test_a_guardian_told_to_reap_now_stops_everything_and_goes_on_guarding() -> None:
+    """``r GRACE``: a runner whose lease lapsed while its loop was too busy to stop its
+    copies; the guardian reaps at once (grace then SIGKILL), forgets them, keeps running."""
+    def sleeper_group(ignore_term: bool) -> subprocess.Popen[bytes]:
+        code = "import signal, time\n"
+        if ignore_term:
+            code += "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        code += "print('ready', flush=True)\ntime.sleep(600)\n"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.PIPE
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        return proc
+
+    guardian = Guardian()
+    try:
+        polite, stubborn = sleeper_group(False), sleeper_group(True)
+        for proc in (polite, stubborn):
+            guardian.track_group(proc.pid)
+        guardian.reap_now(0.5)
+        assert polite.wait(timeout=10) == -signal.SIGTERM
+        assert stubborn.wait(timeout=10) == -signal.SIGKILL  # past the grace
+        assert guardian._proc is not None and guardian._proc.poll() is None, "it goes on"
+        later = sleeper_group(False)
+        guardian.track_group(later.pid)
+    finally:
+        guardian.close()
+    assert later.wait(timeout=10) == -signal.SIGTERM  # still guarded after the reap
