@@ -5,7 +5,8 @@ the inner awaitable completes (CPython gh-86296, fixed in 3.12): the caller's ca
 lost. A periodic task (a heartbeat: ``while True: await wait_for(...); await sleep(...)``)
 then goes on forever, and whoever cancelled it and awaits its end hangs: a fleet runner
 whose instance's sink closed this way never drained. ``asyncio.timeout`` (3.11) keeps the
-cancel; this is ``wait_for`` on it, with the same TimeoutError.
+cancel; this is ``wait_for`` on it, with the same TimeoutError. ``cancel_all`` ends tasks
+for sure (bounded); ``within`` gives up on an awaitable without waiting for its cancel.
 """
 
 from __future__ import annotations
@@ -45,3 +46,20 @@ async def cancel_all(
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: its failure was the task's own business
     return pending
+
+
+_ABANDONED: set[asyncio.Future[Any]] = set()  # given up on, left to end by themselves
+
+
+async def within(aw: Awaitable[T], timeout_s: float) -> T:
+    """``aw`` within ``timeout_s``, else TimeoutError, without waiting for its cancellation:
+    across a cut link, cancelling a pooled query waits for the connection's release, which
+    hangs as the query did (``asyncio.wait_for`` would wait with it)."""
+    task = asyncio.ensure_future(aw)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if task in done:
+        return task.result()
+    task.cancel()
+    _ABANDONED.add(task)
+    task.add_done_callback(_ABANDONED.discard)
+    raise TimeoutError

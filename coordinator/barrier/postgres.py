@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import orjson
@@ -46,9 +46,9 @@ from coordinator.barrier.rules import (
     missing,
     point_sort_key,
 )
+from coordinator.db.listen import Listener
 from coordinator.db.migrations import migrate
 from coordinator.db.postgres import (
-    connect,
     create_pool,
     database_errors,
     is_transient,
@@ -108,8 +108,15 @@ class PostgresBarrier:
         self._pool = pool
         self._owns_pool = owns_pool
         self._listen = listen
-        self._listener: asyncpg.Connection | None = None
-        self._listener_task: asyncio.Task[None] | None = None
+        self._listener = Listener(
+            dsn,
+            CHANNEL,
+            self._on_notify,
+            what="barrier releases",
+            on_lost=self._wake_all,  # notifications in the gap are lost: everyone re-reads
+            on_back=self._wake_all,
+            retry_pause_s=poll_interval_s,  # at most one attempt per poll interval
+        )
         self._watches: dict[str, _Watch] = {}
         self._released: dict[str, Release] = {}
         self._closed = False
@@ -181,7 +188,7 @@ class PostgresBarrier:
                 lease_s=float(declared["lease_s"]),
             )
             if listen:
-                await barrier._connect_listener()
+                await barrier._listener.connect()
         except BaseException:
             if owns_pool:
                 await pool.close()
@@ -294,12 +301,7 @@ class PostgresBarrier:
             if watch.task is not None:
                 watch.task.cancel()
         self._watches.clear()
-        if self._listener_task is not None:
-            self._listener_task.cancel()
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            with contextlib.suppress(Exception):
-                await listener.close(timeout=2.0)
+        await self._listener.close()
         if self._owns_pool:
             await self._pool.close()
 
@@ -422,7 +424,7 @@ class PostgresBarrier:
                 await aio.wait_for(watch.wake.wait(), delay)
 
     # ------------------------------------------------------------------ listening
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+    def _on_notify(self, payload: str) -> None:
         try:
             message = orjson.loads(payload)
             orch, point = message["o"], message["p"]
@@ -434,46 +436,15 @@ class PostgresBarrier:
         if watch is not None:
             watch.wake.set()
 
-    def _on_listener_lost(self, conn: Any) -> None:
-        if conn is self._listener:
-            self._listener = None
-        self._wake_all()  # notifications in the gap are lost: everyone re-reads
-
     def _wake_all(self) -> None:
         for watch in self._watches.values():
             watch.wake.set()
 
     def _ensure_listener(self) -> None:
-        """Reconnect the listener in the background if it is gone (at most one attempt
-        per poll interval: the watchers call this on every round)."""
-        if not self._listen or self._closed:
-            return
-        if self._listener is not None and not self._listener.is_closed():
-            return
-        if self._listener_task is None or self._listener_task.done():
-            self._listener_task = asyncio.create_task(self._reconnect(), name="barrier:listen")
-
-    async def _reconnect(self) -> None:
-        try:
-            await self._connect_listener()
-        except DatabaseError:
-            await asyncio.sleep(self.poll_interval_s)
-            return
-        self._wake_all()
-
-    async def _connect_listener(self) -> None:
-        conn = await connect(self.dsn)
-        try:
-            with database_errors("listen for barrier releases"):
-                await conn.add_listener(CHANNEL, self._on_notify)
-            conn.add_termination_listener(self._on_listener_lost)
-        except BaseException:
-            await conn.close()
-            raise
-        if self._closed:
-            await conn.close()
-            return
-        self._listener = conn
+        """Reconnect the listener in the background if it is gone (the watchers call this
+        on every round; at most one attempt per poll interval)."""
+        if self._listen and not self._closed:
+            self._listener.ensure()
 
 
 async def read_points(conn: asyncpg.Connection, orchestration_id: str) -> list[PointStatus]:

@@ -22,7 +22,7 @@ WHERE id = $1;
 
 -- name: claim_instance
 -- The fence: every claim (first or take-over) moves the epoch on, under the row lock, so a
--- write of the previous holder (fenced_rows below) either lands before it or not at all.
+-- write of the previous holder (fenced_update_instances below) either lands before it or not at all.
 UPDATE instances
 SET claim_epoch = claim_epoch + 1, runner = $3, updated_at = now()
 WHERE orchestration_id = $1 AND name = $2
@@ -31,15 +31,53 @@ RETURNING orchestration_id, name, session_id, status, pid, host,
           cost_usd, tool_calls, turns, progress_pct, exit_code, error, reason,
           started_at, ended_at, wait_s, attempts, carry, updated_at, claim_epoch;
 
--- name: fenced_rows
--- Which of these instances still carry the epoch of our claim; locked until our write
--- commits, so no claim slips in between the check and the write.
-SELECT i.name
-FROM instances i
-JOIN unnest($2::text[], $3::integer[]) AS h(name, epoch)
-  ON i.name = h.name AND i.claim_epoch = h.epoch
-WHERE i.orchestration_id = $1
-FOR UPDATE OF i;
+-- name: fenced_update_instances
+-- The instance rows of every engine of one runner, in one statement ($1..$24 as in
+-- upsert_instances, one element per instance, keys unique): each row is written only while
+-- its instance still carries the epoch of this runner's claim ($25). A take-over moves the
+-- epoch; an UPDATE that meets a row changed meanwhile waits for that commit and re-checks
+-- the epoch, so a fenced-out copy's write lands before the take-over or not at all.
+-- Returns the rows written.
+UPDATE instances i SET
+    session_id = u.session_id,
+    status = u.status,
+    pid = u.pid,
+    host = u.host,
+    input_tokens = u.input_tokens,
+    output_tokens = u.output_tokens,
+    cache_read_tokens = u.cache_read_tokens,
+    cache_creation_tokens = u.cache_creation_tokens,
+    total_tokens = u.total_tokens,
+    cost_usd = u.cost_usd,
+    tool_calls = u.tool_calls,
+    turns = u.turns,
+    progress_pct = u.progress_pct,
+    exit_code = u.exit_code,
+    error = u.error,
+    reason = u.reason,
+    started_at = u.started_at,
+    ended_at = u.ended_at,
+    wait_s = u.wait_s,
+    attempts = u.attempts,
+    carry = u.carry,
+    measures = u.measures,
+    updated_at = now()
+FROM unnest(
+    $1::text[], $2::text[], $3::uuid[], $4::text[], $5::integer[], $6::text[],
+    $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],
+    $12::double precision[], $13::jsonb[], $14::integer[], $15::double precision[],
+    $16::integer[], $17::text[], $18::text[],
+    $19::timestamptz[], $20::timestamptz[], $21::double precision[],
+    $22::integer[], $23::jsonb[], $24::jsonb[], $25::integer[]
+) AS u(
+    orchestration_id, name, session_id, status, pid, host,
+    input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, total_tokens,
+    cost_usd, tool_calls, turns, progress_pct, exit_code,
+    error, reason, started_at, ended_at, wait_s, attempts, carry, measures, epoch
+)
+WHERE i.orchestration_id = u.orchestration_id AND i.name = u.name
+  AND i.claim_epoch = u.epoch
+RETURNING i.orchestration_id, i.name;
 
 -- name: epochs_of
 SELECT i.orchestration_id, i.name, i.claim_epoch, i.runner

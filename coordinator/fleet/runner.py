@@ -17,11 +17,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
 
 import structlog
 from rich.console import Console
@@ -54,6 +53,7 @@ from coordinator.fleet.finish import finish_if_ended
 from coordinator.fleet.lease import Hold, LeaseKeeper, PgRenewal
 from coordinator.fleet.plans import StoredRun, stored_run
 from coordinator.fleet.queue import ClaimedJob, Queue
+from coordinator.fleet.rows import FencedRows
 from coordinator.fleet.rules import (
     KILL_BY_FRACTION,
     SELF_FENCE_FRACTION,
@@ -71,7 +71,6 @@ from runner import aio
 from runner.guardian import Guardian
 
 log = structlog.get_logger("coordinator.fleet.runner")
-T = TypeVar("T")
 
 UNRUNNABLE_DELAY_S = 10.0  # a run this host cannot plan (its config is not here): later
 REPLAY_RETRY_S = 5.0  # journals this host could not write yet: tried again this often
@@ -139,6 +138,7 @@ class Runner:
         self.me = me
         self.store = store
         self.fleet = FleetDb(store.pool)
+        self.rows = FencedRows(store.pool)  # every held engine's row in one statement
         # the lease, renewed on a thread with its own loop and connection (run() starts it)
         self.lease: LeaseKeeper | None = None
         self.control = FleetControlDb(store.pool)
@@ -249,10 +249,11 @@ class Runner:
             await aio.cancel_all([*tasks, *([self._replaying] if self._replaying else [])])
             if self.lease is not None:
                 await self.lease.stop()
+            await self.rows.close()
             with contextlib.suppress(Exception):
-                await within(self.fleet.stop(self.me.id), 5.0)
+                await aio.within(self.fleet.stop(self.me.id), 5.0)
             with contextlib.suppress(Exception):
-                await within(self._alarm.close(), 5.0)
+                await aio.within(self._alarm.close(), 5.0)
             for shared in list(self._barriers.values()):  # closed by the last engine, else here
                 with contextlib.suppress(*BARRIER_TROUBLE):
                     await shared.close_shared()
@@ -415,6 +416,7 @@ class Runner:
         plan = run.alone(held.name)
         store = FencedStore(
             self.store.pool,
+            self.rows,
             held.orchestration_id,
             held.name,
             claim.epoch,
@@ -491,7 +493,7 @@ class Runner:
         confirmed = True  # the job is ours to finish or hand back only if the claim is
         if held.fenced is None:
             try:  # bounded: across a partition a query hangs rather than fails
-                now = await within(self.fleet.epochs([held.key]), self.me.lease_s)
+                now = await aio.within(self.fleet.epochs([held.key]), self.me.lease_s)
             except (DatabaseError, TimeoutError):
                 confirmed = False
             else:
@@ -578,7 +580,7 @@ class Runner:
         then the runs they belong to may be over: their results are recorded."""
         while True:
             try:
-                lines = await within(replay_journals(self.store, self.state_dir), 60.0)
+                lines = await aio.within(replay_journals(self.store, self.state_dir), 60.0)
             except (DatabaseError, TimeoutError) as exc:
                 lines = [f"journal replay failed, again in {REPLAY_RETRY_S:g}s: {exc}"]
             for line in lines:
@@ -671,7 +673,7 @@ class Runner:
         for (orch_id, key), used in list(self._unannounced.items()):
             try:  # bounded: across a partition a query hangs rather than fails
                 payload = alarm_payload(orch_id, key, used)
-                await within(self.fleet.budget_alarm(ALARM_CHANNEL, payload), 5.0)
+                await aio.within(self.fleet.budget_alarm(ALARM_CHANNEL, payload), 5.0)
             except (DatabaseError, TimeoutError) as exc:
                 log.info("budget crossing not announced yet", error=str(exc) or "timed out")
                 return
@@ -839,23 +841,6 @@ class Runner:
         moment of a lapse (starved): the guardian reaps them now."""
         if self.guardian is not None:
             self.guardian.reap_now(0.0)
-
-
-_ABANDONED: set[asyncio.Future[Any]] = set()  # given up on, left to end by themselves
-
-
-async def within(aw: Awaitable[T], timeout_s: float) -> T:
-    """``aw`` within ``timeout_s``, else TimeoutError, without waiting for its cancellation:
-    across a cut link, cancelling a pooled query waits for the connection's release, which
-    hangs as the query did (``asyncio.wait_for`` would wait with it)."""
-    task = asyncio.ensure_future(aw)
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if task in done:
-        return task.result()
-    task.cancel()
-    _ABANDONED.add(task)
-    task.add_done_callback(_ABANDONED.discard)
-    raise TimeoutError
 
 
 def shares_budgets(orch: Orchestrator) -> bool:

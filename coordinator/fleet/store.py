@@ -15,16 +15,14 @@ import asyncpg
 from coordinator.db.journal import JournalEntry, write_journal
 from coordinator.db.postgres import (
     PostgresStore,
-    _columns,
     _instance,
-    _instance_args,
     database_errors,
-    query,
 )
 from coordinator.db.rows import InstanceRow, OrchestrationRow
 from coordinator.engine.db_sink import DbSink
 from coordinator.fleet.budgets import RunUse, Spent
 from coordinator.fleet.queue import _sql
+from coordinator.fleet.rows import FencedRows
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,18 +217,21 @@ def _instance_from(values: dict[str, Any]) -> InstanceRow:
 
 class FencedStore(PostgresStore):
     """What one claimed instance's engine writes through: its instance rows only while they
-    carry ``epoch`` (else they are dropped and ``on_fenced`` is told); the orchestration is
-    never finished by it (the fleet finishes a run once every instance ended)."""
+    carry ``epoch`` (else they are dropped and ``on_fenced`` is told), in the runner's one
+    statement for all its engines (:class:`FencedRows`); the orchestration is never
+    finished by it (the fleet finishes a run once every instance ended)."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
+        rows: FencedRows,
         orchestration_id: str,
         name: str,
         epoch: int,
         on_fenced: Callable[[], None],
     ) -> None:
         super().__init__(pool, owns_pool=False)
+        self.rows = rows
         self.orchestration_id = orchestration_id
         self.name = name
         self.epoch = epoch
@@ -241,19 +242,8 @@ class FencedStore(PostgresStore):
         mine = [r for r in rows if r.key == (self.orchestration_id, self.name)]
         if not mine or self.fenced:
             return
-        newest = mine[-1]
-        with database_errors("write instances"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                allowed = await conn.fetch(
-                    _sql("fenced_rows"), self.orchestration_id, [self.name], [self.epoch]
-                )
-                if not allowed:
-                    self.fenced = True
-                else:
-                    await conn.execute(
-                        query("upsert_instances"), *_columns([newest], _instance_args)
-                    )
-        if self.fenced:
+        if not await self.rows.write(mine[-1], self.epoch):
+            self.fenced = True
             self._on_fenced()
 
     async def finish_orchestration(

@@ -211,7 +211,7 @@ async def test_a_killed_listener_only_delays_and_is_reconnected(
     barrier = await pg_barriers(["a", "b"])
     other = await pg_barriers(["a", "b"])
     assert isinstance(barrier, PostgresBarrier)
-    listener = barrier._listener
+    listener = barrier._listener._conn
     assert listener is not None
     waiter = asyncio.create_task(arrive_and_wait(barrier, "a", P30))
     await until(lambda: arrived(other, P30, {"a"}))
@@ -225,7 +225,8 @@ async def test_a_killed_listener_only_delays_and_is_reconnected(
     assert outcome.released
 
     async def reconnected() -> bool:
-        return barrier._listener is not None and barrier._listener is not listener
+        conn = barrier._listener._conn
+        return conn is not None and conn is not listener and not conn.is_closed()
 
     # The next wait re-establishes LISTEN (watchers reconnect it in the background).
     waiter = asyncio.create_task(arrive_and_wait(barrier, "a", "milestone:50"))

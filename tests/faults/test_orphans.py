@@ -143,6 +143,7 @@ def test_a_guardian_that_cannot_be_restarted_says_the_run_is_unguarded() -> None
 def test_a_guardian_told_to_reap_now_stops_everything_and_goes_on_guarding() -> None:
     """``r GRACE``: a runner whose lease lapsed while its loop was too busy to stop its
     copies; the guardian reaps at once (grace then SIGKILL), forgets them, keeps running."""
+
     def sleeper_group(ignore_term: bool) -> subprocess.Popen[bytes]:
         code = "import signal, time\n"
         if ignore_term:

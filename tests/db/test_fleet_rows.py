@@ -1,0 +1,85 @@
+"""A runner's engines write their instance rows through one group-committed statement:
+concurrent writes share statements, each row lands only while its claim's epoch holds, the
+newest snapshot of a key wins, and one row the database refuses does not sink the rest."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from coordinator.db.postgres import PostgresStore
+from coordinator.db.rows import InstanceRow, OrchestrationRow
+from coordinator.errors import DatabaseError
+from coordinator.fleet.rows import FencedRows
+
+pytestmark = pytest.mark.postgres
+
+ORCH = OrchestrationRow(id="orch-rows", status="running", host="h", sync_mode="free")
+NAMES = [f"i{n:03d}" for n in range(60)]
+
+
+async def _claimed(store: PostgresStore, epoch: int = 1) -> None:
+    await store.create_orchestration(ORCH)
+    await store.upsert_instances([InstanceRow(ORCH.id, n, "pending") for n in NAMES])
+    await store.pool.execute("UPDATE instances SET claim_epoch = $1", epoch)
+
+
+async def test_concurrent_writes_share_statements_and_every_row_lands(
+    pg_store: PostgresStore,
+) -> None:
+    await _claimed(pg_store)
+    rows = FencedRows(pg_store.pool)
+    results = await asyncio.gather(
+        *(
+            rows.write(InstanceRow(ORCH.id, n, "running", total_tokens=i + 1), 1)
+            for i, n in enumerate(NAMES)
+        )
+    )
+    assert results == [True] * len(NAMES)
+    assert rows.stats.rows == len(NAMES)
+    assert rows.stats.statements < len(NAMES) / 4, rows.stats  # grouped, not one each
+    got = {r.name: r for r in await pg_store.list_instances(ORCH.id)}
+    assert {n: (got[n].status, got[n].total_tokens) for n in NAMES} == {
+        n: ("running", i + 1) for i, n in enumerate(NAMES)
+    }
+
+
+async def test_a_row_whose_claim_moved_is_not_written_and_the_others_are(
+    pg_store: PostgresStore,
+) -> None:
+    await _claimed(pg_store)
+    await pg_store.pool.execute("UPDATE instances SET claim_epoch = 2 WHERE name = 'i001'")
+    rows = FencedRows(pg_store.pool)
+    a, b = await asyncio.gather(
+        rows.write(InstanceRow(ORCH.id, "i000", "running", total_tokens=5), 1),
+        rows.write(InstanceRow(ORCH.id, "i001", "running", total_tokens=5), 1),
+    )
+    assert (a, b) == (True, False)
+    got = {r.name: r for r in await pg_store.list_instances(ORCH.id)}
+    assert (got["i000"].status, got["i000"].total_tokens) == ("running", 5)
+    assert (got["i001"].status, got["i001"].total_tokens) == ("pending", 0)  # the new holder's
+
+
+async def test_the_newest_snapshot_of_a_key_wins(pg_store: PostgresStore) -> None:
+    await _claimed(pg_store)
+    rows = FencedRows(pg_store.pool)
+    written = await asyncio.gather(
+        *(rows.write(InstanceRow(ORCH.id, "i000", "running", total_tokens=t), 1) for t in range(10))
+    )
+    assert written == [True] * 10
+    [row] = [r for r in await pg_store.list_instances(ORCH.id) if r.name == "i000"]
+    assert row.total_tokens == 9
+
+
+async def test_one_refused_row_fails_alone(pg_store: PostgresStore) -> None:
+    await _claimed(pg_store)
+    rows = FencedRows(pg_store.pool)
+    good = [rows.write(InstanceRow(ORCH.id, n, "running", total_tokens=3), 1) for n in NAMES[:5]]
+    bad = rows.write(InstanceRow(ORCH.id, "i010", "running", error="nul \x00 byte"), 1)
+    results = await asyncio.gather(*good, bad, return_exceptions=True)
+    assert results[:5] == [True] * 5
+    assert isinstance(results[5], DatabaseError)
+    got = {r.name: r for r in await pg_store.list_instances(ORCH.id)}
+    assert [got[n].total_tokens for n in NAMES[:5]] == [3] * 5
+    assert got["i010"].status == "pending"
