@@ -690,6 +690,19 @@ def _gone() -> contextlib.suppress:
     return contextlib.suppress(psutil.Error)
 
 
+def postgres_cpu_s(server: int) -> float:
+    """CPU seconds the Postgres server spent so far: its own, its ended backends' (reaped by
+    it, so in its children's times) and its live ones'."""
+    proc = psutil.Process(server)
+    t = proc.cpu_times()
+    total = float(t.user + t.system + t.children_user + t.children_system)
+    for child in proc.children():
+        with _gone():
+            c = child.cpu_times()
+            total += c.user + c.system
+    return total
+
+
 async def server_pid(dsn: str) -> int:
     """The Postgres server's main process (the parent of a backend)."""
     conn = await asyncpg.connect(dsn)
@@ -839,6 +852,12 @@ def table(outcome: dict[str, Any], only: str | None = None) -> str:
             f"{m.get('under_runners_mb', 0.0):.0f} MB, Postgres {m.get('postgres_mb', 0.0):.0f} "
             f"MB; wall {s['wall_s']:.1f} s",
         ]
+    for phase in ("throughput", "budget", "barrier"):
+        p = outcome.get(phase)
+        if p and "postgres_cpu_s" in p:
+            wall = p.get("wall_s") or p.get("fleet", {}).get("wall_s")
+            share = f" ({p['postgres_cpu_s'] / wall:.2f} cores over its wall)" if wall else ""
+            lines.append(f"  Postgres CPU, {phase:<10} {p['postgres_cpu_s']:.1f} s{share}")
     return "\n".join(lines)
 
 
@@ -870,14 +889,17 @@ def main() -> None:
     failed: list[str] = []
     try:
         dsn = start_server(state, args.max_connections)
+        server = asyncio.run(server_pid(dsn))
         for phase in phases:
             started = time.monotonic()
+            pg_before = postgres_cpu_s(server)
             try:
                 outcome[phase] = PHASES[phase](root, dsn, args)
             except BenchFailed as exc:  # the next phases still run; the bench fails at the end
                 failed.append(str(exc.code))
                 print(exc.code, file=sys.stderr, flush=True)
                 continue
+            outcome[phase]["postgres_cpu_s"] = round(postgres_cpu_s(server) - pg_before, 1)
             for problem in outcome[phase].get("problems", []):
                 failed.append(f"bench.fleet: {phase}: {problem}")
                 print(failed[-1], file=sys.stderr, flush=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -49,9 +50,16 @@ class BatchStats:
 class FencedRows:
     """One writer of instance rows for all of a runner's engines (see the module)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch: int = MAX_BATCH,
+        on_written: Callable[[], None] | None = None,
+    ) -> None:
         self.pool = pool
         self.max_batch = max_batch
+        self._on_written = on_written  # after each statement that wrote rows
         self._pending: dict[tuple[str, str], list[_Write]] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = BatchStats()
@@ -123,4 +131,6 @@ class FencedRows:
         self.stats.statements += 1
         self.stats.rows += len(writes)
         self.stats.largest = max(self.stats.largest, len(writes))
+        if records and self._on_written is not None:
+            self._on_written()
         return {(r["orchestration_id"], r["name"]) for r in records}

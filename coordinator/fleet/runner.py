@@ -138,7 +138,11 @@ class Runner:
         self.me = me
         self.store = store
         self.fleet = FleetDb(store.pool)
-        self.rows = FencedRows(store.pool)  # every held engine's row in one statement
+        # every held engine's row in one statement; a write wakes the budget poll (a
+        # crossing is seen by the runner that wrote it, not a poll interval later)
+        self._budget_wake = asyncio.Event()
+        self._announce_now = asyncio.Event()
+        self.rows = FencedRows(store.pool, on_written=self._budget_wake.set)
         # the lease, renewed on a thread with its own loop and connection (run() starts it)
         self.lease: LeaseKeeper | None = None
         self.control = FleetControlDb(store.pool)
@@ -630,7 +634,9 @@ class Runner:
         instance's live count crossed it, or a poll showed it) is announced to every
         runner, once per run and budget; and the listener is kept connected."""
         while True:
-            await asyncio.sleep(ANNOUNCE_S)
+            with contextlib.suppress(TimeoutError):
+                await aio.wait_for(self._announce_now.wait(), ANNOUNCE_S)
+            self._announce_now.clear()
             self._alarm.ensure()
             await self._announce(self._sharing())
 
@@ -639,9 +645,12 @@ class Runner:
         what the other instances' rows add up to (one aggregate query per run) is added to
         each held engine's shared budgets; a crossing in block mode stops the instance here
         as a crossing of its own would. A crossing seen here (polled, or counted live by an
-        engine) is announced to every runner (:meth:`_announcer`)."""
+        engine) is announced to every runner (:meth:`_announcer`) at once. A row write of
+        this runner's wakes the poll early: the runner whose write crossed sees it first."""
         while True:
-            await asyncio.sleep(self.settings.budget_poll_s)
+            with contextlib.suppress(TimeoutError):
+                await aio.wait_for(self._budget_wake.wait(), self.settings.budget_poll_s)
+            self._budget_wake.clear()
             by_run = self._sharing()
             for orch_id, helds in by_run.items():
                 assert helds[0].run is not None
@@ -658,6 +667,7 @@ class Runner:
                     events = held.shared.apply_use(held.orch.budgets, use, held.name)
                     if events:
                         held.orch.budget_events(state, events)
+                        self._announce_now.set()
 
     async def _announce(self, by_run: Mapping[str, Sequence[Held]]) -> None:
         """Tell every runner of the crossings seen here, once each; one that could not be
