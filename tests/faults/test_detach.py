@@ -490,13 +490,16 @@ def test_a_killed_daemon_leaves_no_orphans_and_its_id_free(
     assert (state / "runs" / "doomed.pid").exists()  # stale: nobody holds its lock
 
     (tmp_path / "a.started").unlink()
-    (tmp_path / "a.go").touch()
     again = subprocess.run(
         argv, capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL
     )
     assert again.returncode == 0, again.stderr
+    # read while the run is held: with the go-ahead given first, a quick second run could
+    # end and remove its pidfile before it is read (a flake on a loaded machine)
+    wait_for((tmp_path / "a.started").exists, 30, "the second run's instance to start")
     second = _pid_of(state, "doomed")
     assert second != pid
+    (tmp_path / "a.go").touch()
     wait_for(lambda: process_ended(second), 30, "the second run to end")
     assert _results(tmp_path)["instances"][0]["total_tokens"] == 15
     assert not (state / "runs" / "doomed.pid").exists()
