@@ -83,3 +83,26 @@ async def test_one_refused_row_fails_alone(pg_store: PostgresStore) -> None:
     got = {r.name: r for r in await pg_store.list_instances(ORCH.id)}
     assert [got[n].total_tokens for n in NAMES[:5]] == [3] * 5
     assert got["i010"].status == "pending"
+
+
+async def test_a_write_racing_a_take_over_waits_for_it_and_is_fenced(
+    pg_store: PostgresStore,
+) -> None:
+    """The take-over's claim (epoch + 1) is in flight, uncommitted, when the old holder's
+    write comes: the UPDATE waits for the claim's commit, re-checks the epoch on the new
+    row version and writes nothing."""
+    await _claimed(pg_store)
+    rows = FencedRows(pg_store.pool)
+    async with pg_store.pool.acquire() as conn:
+        claim = conn.transaction()
+        await claim.start()
+        await conn.execute("UPDATE instances SET claim_epoch = claim_epoch + 1 WHERE name = 'i000'")
+        write = asyncio.ensure_future(
+            rows.write(InstanceRow(ORCH.id, "i000", "running", total_tokens=9), 1)
+        )
+        done, _ = await asyncio.wait({write}, timeout=0.5)
+        assert not done, "the write must wait for the take-over's row lock"
+        await claim.commit()
+    assert await asyncio.wait_for(write, 10.0) is False
+    [row] = [r for r in await pg_store.list_instances(ORCH.id) if r.name == "i000"]
+    assert (row.status, row.total_tokens) == ("pending", 0)
