@@ -18,13 +18,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
 import structlog
 
-from coordinator.db.postgres import _columns, _instance_args, database_errors, is_transient
+from coordinator.db.postgres import (
+    _columns,
+    _instance_args,
+    database_errors,
+    is_transient,
+    query,
+)
 from coordinator.db.rows import InstanceRow
 from coordinator.fleet.queue import _sql
 
@@ -48,7 +55,12 @@ class BatchStats:
 
 
 class FencedRows:
-    """One writer of instance rows for all of a runner's engines (see the module)."""
+    """One writer of instance rows for all of a runner's engines (see the module), and
+    of each run's heartbeat: every engine's sink beats its run's row every lease/3, and a
+    thousand engines beating one row at lease 30 s were a hundred updates a second on it
+    (the barrier's decisions at 1,000 participants waited behind them: release row p50
+    1.4 s, against 133 ms at a 120 s lease); here a run is beaten at most every
+    ``beat_gap_s`` by this runner, whichever engine asks."""
 
     def __init__(
         self,
@@ -56,10 +68,14 @@ class FencedRows:
         *,
         max_batch: int = MAX_BATCH,
         on_written: Callable[[], None] | None = None,
+        beat_gap_s: float = 0.0,
     ) -> None:
         self.pool = pool
         self.max_batch = max_batch
         self._on_written = on_written  # after each statement that wrote rows
+        self.beat_gap_s = beat_gap_s
+        self._beaten: dict[str, float] = {}  # run -> when this runner last beat it
+        self.beats = 0
         self._pending: dict[tuple[str, str], list[_Write]] = {}
         self._task: asyncio.Task[None] | None = None
         self.stats = BatchStats()
@@ -72,6 +88,20 @@ class FencedRows:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain(), name="fleet-rows")
         return await done
+
+    async def beat_run(self, orchestration_id: str) -> None:
+        """The run's heartbeat, unless this runner beat it less than beat_gap_s ago."""
+        now = time.monotonic()
+        if now - self._beaten.get(orchestration_id, float("-inf")) < self.beat_gap_s:
+            return
+        self._beaten[orchestration_id] = now  # the engines asking meanwhile skip
+        try:
+            with database_errors("heartbeat"):
+                await self.pool.execute(query("heartbeat_orchestration"), orchestration_id)
+        except BaseException:
+            self._beaten.pop(orchestration_id, None)  # not beaten: the next asker tries
+            raise
+        self.beats += 1
 
     async def close(self) -> None:
         if self._task is not None:

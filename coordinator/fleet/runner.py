@@ -142,7 +142,9 @@ class Runner:
         # crossing is seen by the runner that wrote it, not a poll interval later)
         self._budget_wake = asyncio.Event()
         self._announce_now = asyncio.Event()
-        self.rows = FencedRows(store.pool, on_written=self._budget_wake.set)
+        self.rows = FencedRows(
+            store.pool, on_written=self._budget_wake.set, beat_gap_s=settings.lease_s / 4
+        )
         # the lease, renewed on a thread with its own loop and connection (run() starts it)
         self.lease: LeaseKeeper | None = None
         self.control = FleetControlDb(store.pool)

@@ -238,6 +238,9 @@ class FencedStore(PostgresStore):
         self._on_fenced = on_fenced
         self.fenced = False
 
+    async def heartbeat_orchestration(self, orchestration_id: str) -> None:
+        await self.rows.beat_run(orchestration_id)  # once per runner, not per engine
+
     async def upsert_instances(self, rows: Sequence[InstanceRow]) -> None:
         mine = [r for r in rows if r.key == (self.orchestration_id, self.name)]
         if not mine or self.fenced:

@@ -106,3 +106,25 @@ async def test_a_write_racing_a_take_over_waits_for_it_and_is_fenced(
     assert await asyncio.wait_for(write, 10.0) is False
     [row] = [r for r in await pg_store.list_instances(ORCH.id) if r.name == "i000"]
     assert (row.status, row.total_tokens) == ("pending", 0)
+
+
+async def test_a_runs_heartbeat_is_written_once_for_all_the_runners_engines(
+    pg_store: PostgresStore,
+) -> None:
+    await _claimed(pg_store)
+    await pg_store.pool.execute(
+        "UPDATE orchestrations SET heartbeat_at = now() - interval '1 hour' WHERE id = $1",
+        ORCH.id,
+    )
+    rows = FencedRows(pg_store.pool, beat_gap_s=3600.0)
+    await asyncio.gather(*(rows.beat_run(ORCH.id) for _ in range(50)))
+    assert rows.beats == 1
+    age = await pg_store.pool.fetchval(
+        "SELECT extract(epoch FROM now() - heartbeat_at) FROM orchestrations WHERE id = $1",
+        ORCH.id,
+    )
+    assert age < 60, "the one beat must have been written"
+    eager = FencedRows(pg_store.pool, beat_gap_s=0.0)
+    for _ in range(3):
+        await eager.beat_run(ORCH.id)
+    assert eager.beats == 3
