@@ -34,13 +34,14 @@ import structlog
 
 from coordinator.db.postgres import CONNECT_TIMEOUT, database_errors
 from coordinator.errors import DatabaseError
-from coordinator.fleet.queue import _sql, heartbeat_jobs
+from coordinator.fleet.queue import heartbeat_jobs
 from coordinator.fleet.rules import (
     KILL_BY_FRACTION,
     SELF_FENCE_FRACTION,
     fenced_out,
     must_self_fence,
 )
+from coordinator.fleet.store import FleetDb
 from runner import aio
 
 log = structlog.get_logger("coordinator.fleet.lease")
@@ -86,18 +87,11 @@ class PgRenewal:
 
     async def renew(self, holds: Sequence[Hold], state: str) -> set[Key]:
         conn = await self._connection()
-        fenced: set[Key] = set()
-        with database_errors("renew the lease"):
-            if holds:
-                records = await conn.fetch(
-                    _sql("epochs_of"), [h.key[0] for h in holds], [h.key[1] for h in holds]
-                )
-                epochs = {
-                    (r["orchestration_id"], r["name"]): int(r["claim_epoch"]) for r in records
-                }
-                fenced = {h.key for h in holds if fenced_out(h.epoch, epochs.get(h.key))}
-                await heartbeat_jobs(conn, [h.job_id for h in holds if h.key not in fenced])
-            await conn.execute(_sql("heartbeat_runner"), self.runner_id, state)
+        db = FleetDb(conn)
+        epochs = await db.epochs([h.key for h in holds])
+        fenced = {h.key for h in holds if fenced_out(h.epoch, epochs.get(h.key))}
+        await heartbeat_jobs(conn, [h.job_id for h in holds if h.key not in fenced])
+        await db.heartbeat(self.runner_id, state)
         return fenced
 
     def abandon(self) -> None:

@@ -73,9 +73,10 @@ class Claim:
 
 
 class FleetDb:
-    """Named statements of ``coordinator/fleet/queries.sql`` on the store's pool."""
+    """Named statements of ``coordinator/fleet/queries.sql`` on the store's pool (or on one
+    connection of its own: the lease's, on its thread)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
         self.pool = pool
 
     async def register(self, me: RunnerIdentity) -> None:
