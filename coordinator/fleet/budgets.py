@@ -174,6 +174,42 @@ def parse_alarm(payload: str) -> tuple[str, str, float] | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """A shared budget the row writes themselves check (queries.sql
+    fenced_update_instances): a write that takes its run's rows past ``limit`` notifies
+    every runner in the statement that crossed, at its commit."""
+
+    run: str
+    key: str
+    limit: float
+    in_tokens: bool
+    cache_reads: bool  # tokens: cache reads count
+    members: frozenset[str] | None  # None: every instance of the run
+
+
+def watches(
+    run: str,
+    book: BudgetBook,
+    groups: tuple[list[str], list[str]],
+    known: Iterable[str] = (),
+) -> list[Watch]:
+    """The shared budgets of ``book`` for the writes to watch: not exceeded yet, and not
+    ``known`` exceeded (announced or heard already). ``groups``: :func:`command_groups`
+    of the run (a command budget covers those instances of the whole run)."""
+    skip = set(known)
+    found = []
+    for b in book.budgets:
+        if b.scope is BudgetScope.INSTANCE or b.exceeded or b.key in skip:
+            continue
+        members = None
+        if b.scope is BudgetScope.COMMAND:
+            members = frozenset(n for n, c in zip(*groups, strict=True) if c == b.target)
+        in_tokens = b.unit is BudgetUnit.TOKENS
+        found.append(Watch(run, b.key, b.limit, in_tokens, book.count_cache_reads, members))
+    return found
+
+
 def exceeded_keys(book: BudgetBook) -> dict[str, float]:
     """The shared budgets of ``book`` (overall, per command) exceeded so far: their use."""
     return {

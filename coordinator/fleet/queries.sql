@@ -37,7 +37,15 @@ RETURNING orchestration_id, name, session_id, status, pid, host,
 -- its instance still carries the epoch of this runner's claim ($25). A take-over moves the
 -- epoch; an UPDATE that meets a row changed meanwhile waits for that commit and re-checks
 -- the epoch, so a fenced-out copy's write lands before the take-over or not at all.
--- Returns the rows written.
+-- Returns the rows written (kind 'row').
+-- It also watches shared budgets ($26..$31, one element per budget: run, key, covers every
+-- instance of the run, in tokens, cache reads counted, limit; $32/$33: the instances of the
+-- budgets not covering the whole run, by their index in $26, 1-based): a watched budget of
+-- a run this statement wrote to whose rows now add up to more than its limit is NOTIFYed on
+-- $34 ("<run>\t<key>\t<used>", coordinator/fleet/budgets.py alarm_payload) and returned
+-- (kind 'crossed'). The notification goes out at commit: the moment the crossing is visible,
+-- every runner hears it, without waiting for any runner's poll.
+WITH w AS (
 UPDATE instances i SET
     session_id = u.session_id,
     status = u.status,
@@ -77,7 +85,48 @@ FROM unnest(
 )
 WHERE i.orchestration_id = u.orchestration_id AND i.name = u.name
   AND i.claim_epoch = u.epoch
-RETURNING i.orchestration_id, i.name;
+RETURNING i.orchestration_id, i.name,
+          i.input_tokens + i.output_tokens + i.cache_read_tokens + i.cache_creation_tokens
+              AS tokens,
+          i.cache_read_tokens AS cache_read, i.cost_usd
+),
+watch AS (
+    SELECT * FROM unnest($26::text[], $27::text[], $28::boolean[], $29::boolean[],
+                         $30::boolean[], $31::double precision[])
+        WITH ORDINALITY AS b(run, key, whole_run, in_tokens, cache_reads, lim, idx)
+    WHERE b.run IN (SELECT orchestration_id FROM w)
+),
+-- the rows as they are now: those written here, and the others as committed (the
+-- statement's snapshot does not show its own writes)
+now_rows AS (
+    SELECT orchestration_id, name, tokens, cache_read, cost_usd FROM w
+    UNION ALL
+    SELECT i.orchestration_id, i.name,
+           i.input_tokens + i.output_tokens + i.cache_read_tokens + i.cache_creation_tokens,
+           i.cache_read_tokens, i.cost_usd
+    FROM instances i
+    WHERE i.orchestration_id IN (SELECT run FROM watch)
+      AND NOT EXISTS (SELECT 1 FROM w
+                      WHERE w.orchestration_id = i.orchestration_id AND w.name = i.name)
+),
+used AS (
+    SELECT b.run, b.key, b.lim,
+           CASE WHEN b.in_tokens
+                THEN sum(r.tokens - CASE WHEN b.cache_reads THEN 0 ELSE r.cache_read END)
+                     ::double precision
+                ELSE sum(r.cost_usd) END AS used
+    FROM watch b
+    JOIN now_rows r ON r.orchestration_id = b.run
+    WHERE b.whole_run
+       OR EXISTS (SELECT 1 FROM unnest($32::bigint[], $33::text[]) AS m(idx, name)
+                  WHERE m.idx = b.idx AND m.name = r.name)
+    GROUP BY b.run, b.key, b.lim, b.in_tokens
+)
+SELECT 'row' AS kind, orchestration_id, name FROM w
+UNION ALL
+SELECT 'crossed', u.run, u.key
+FROM used u, LATERAL (SELECT pg_notify($34, u.run || E'\t' || u.key || E'\t' || u.used)) n
+WHERE u.used > u.lim;
 
 -- name: epochs_of
 SELECT i.orchestration_id, i.name, i.claim_epoch, i.runner

@@ -12,6 +12,10 @@ moves the epoch; the UPDATE re-checks it on a row changed meanwhile). Each engin
 writer keeps its buffering and retries: a batch that fails fails for each of its writers,
 and a batch the database refuses as wrong (not unreachable) is written row by row, so one
 bad row does not sink the others.
+
+The statement also watches the runs' shared budgets (``watching``): a batch whose rows take
+a run past a limit notifies every runner (the budget alarm) at its commit, the moment the
+crossing is visible, rather than at the next poll of some runner plus an announcement.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -33,6 +37,7 @@ from coordinator.db.postgres import (
     query,
 )
 from coordinator.db.rows import InstanceRow
+from coordinator.fleet.budgets import Watch
 from coordinator.fleet.queue import _sql
 
 log = structlog.get_logger("coordinator.fleet.rows")
@@ -69,11 +74,17 @@ class FencedRows:
         max_batch: int = MAX_BATCH,
         on_written: Callable[[], None] | None = None,
         beat_gap_s: float = 0.0,
+        watching: Callable[[], Sequence[Watch]] | None = None,
+        alarm_channel: str = "",
+        on_crossed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.pool = pool
         self.max_batch = max_batch
         self._on_written = on_written  # after each statement that wrote rows
         self.beat_gap_s = beat_gap_s
+        self._watching = watching  # the shared budgets to check in each statement
+        self._alarm_channel = alarm_channel
+        self._on_crossed = on_crossed  # (run, budget key): a statement notified its crossing
         self._beaten: dict[str, float] = {}  # run -> when this runner last beat it
         self.beats = 0
         self._pending: dict[tuple[str, str], list[_Write]] = {}
@@ -154,13 +165,31 @@ class FencedRows:
 
     async def _statement(self, writes: list[_Write]) -> set[tuple[str, str]]:
         args = _columns([w.row for w in writes], _instance_args)
+        watched = list(self._watching()) if self._watching is not None else []
+        members = [(i, n) for i, b in enumerate(watched, 1) for n in sorted(b.members or ())]
         with database_errors("write instances"):
             records = await self.pool.fetch(
-                _sql("fenced_update_instances"), *args, [w.epoch for w in writes]
+                _sql("fenced_update_instances"),
+                *args,
+                [w.epoch for w in writes],
+                [b.run for b in watched],
+                [b.key for b in watched],
+                [b.members is None for b in watched],
+                [b.in_tokens for b in watched],
+                [b.cache_reads for b in watched],
+                [b.limit for b in watched],
+                [i for i, _ in members],
+                [n for _, n in members],
+                self._alarm_channel,
             )
         self.stats.statements += 1
         self.stats.rows += len(writes)
         self.stats.largest = max(self.stats.largest, len(writes))
-        if records and self._on_written is not None:
+        written = {(r["orchestration_id"], r["name"]) for r in records if r["kind"] == "row"}
+        if self._on_crossed is not None:
+            for r in records:
+                if r["kind"] == "crossed":
+                    self._on_crossed(r["orchestration_id"], r["name"])
+        if written and self._on_written is not None:
             self._on_written()
-        return {(r["orchestration_id"], r["name"]) for r in records}
+        return written

@@ -43,9 +43,11 @@ from coordinator.fleet.alarm import BudgetAlarm
 from coordinator.fleet.barrier import SharedBarrier
 from coordinator.fleet.budgets import (
     SharedTally,
+    Watch,
     alarm_payload,
     command_groups,
     exceeded_keys,
+    watches,
 )
 from coordinator.fleet.control import ANSWER_WAIT_S, FleetControlDb, Want, serve_command
 from coordinator.fleet.control import POLL_S as CONTROL_POLL_S
@@ -142,8 +144,15 @@ class Runner:
         # crossing is seen by the runner that wrote it, not a poll interval later)
         self._budget_wake = asyncio.Event()
         self._announce_now = asyncio.Event()
+        # and checks the runs' shared budgets: the statement that crosses one notifies
+        # every runner at its commit (the poll and the announcer stay as the fallback)
         self.rows = FencedRows(
-            store.pool, on_written=self._budget_wake.set, beat_gap_s=settings.lease_s / 4
+            store.pool,
+            on_written=self._budget_wake.set,
+            beat_gap_s=settings.lease_s / 4,
+            watching=self._watches,
+            alarm_channel=ALARM_CHANNEL,
+            on_crossed=self._crossed_in_write,
         )
         # the lease, renewed on a thread with its own loop and connection (run() starts it)
         self.lease: LeaseKeeper | None = None
@@ -630,6 +639,23 @@ class Runner:
             if held.orch is not None and held.fenced is None and shares_budgets(held.orch):
                 by_run.setdefault(held.orchestration_id, []).append(held)
         return by_run
+
+    def _watches(self) -> list[Watch]:
+        """The shared budgets the next row write checks: each held run's, once per run,
+        those not known exceeded here."""
+        found: list[Watch] = []
+        for orch_id, helds in self._sharing().items():
+            held = helds[0]
+            assert held.orch is not None and held.run is not None
+            known = [key for run, key in self._announced if run == orch_id]
+            found += watches(orch_id, held.orch.budgets, self._groups(held.run), known)
+        return found
+
+    def _crossed_in_write(self, orchestration_id: str, budget_key: str) -> None:
+        """A row write of this runner took the run past ``budget_key`` and notified every
+        runner (this one hears it too): nothing more to announce or watch."""
+        self._announced.add((orchestration_id, budget_key))
+        self._unannounced.pop((orchestration_id, budget_key), None)
 
     async def _announcer(self) -> None:
         """Every ANNOUNCE_S: a shared budget that a held engine now knows exceeded (its own

@@ -11,6 +11,7 @@ import pytest
 from coordinator.db.postgres import PostgresStore
 from coordinator.db.rows import InstanceRow, OrchestrationRow
 from coordinator.errors import DatabaseError
+from coordinator.fleet.budgets import Watch
 from coordinator.fleet.rows import FencedRows
 
 pytestmark = pytest.mark.postgres
@@ -128,3 +129,78 @@ async def test_a_runs_heartbeat_is_written_once_for_all_the_runners_engines(
     for _ in range(3):
         await eager.beat_run(ORCH.id)
     assert eager.beats == 3
+
+
+# ------------------------------------------------------------ budgets watched by the write
+CHANNEL = "test_budget_alarm"
+
+
+async def _heard(pg_store: PostgresStore, rows: FencedRows, *writes: InstanceRow) -> str:
+    """What the channel heard from ``writes`` (in one batch): the first notification, or
+    ``"nothing"`` when a marker sent after them comes first (notifications arrive in
+    commit order)."""
+    got: asyncio.Queue[str] = asyncio.Queue()
+    async with pg_store.pool.acquire() as conn:
+        await conn.add_listener(CHANNEL, lambda *a: got.put_nowait(a[3]))
+        try:
+            await asyncio.gather(*(rows.write(w, 1) for w in writes))
+            await pg_store.pool.execute("SELECT pg_notify($1, 'nothing')", CHANNEL)
+            return await asyncio.wait_for(got.get(), 10)
+        finally:
+            await conn.reset()
+
+
+def _watched(pg_store: PostgresStore, *watch: Watch) -> tuple[FencedRows, list[tuple[str, str]]]:
+    crossed: list[tuple[str, str]] = []
+    rows = FencedRows(
+        pg_store.pool,
+        watching=lambda: watch,
+        alarm_channel=CHANNEL,
+        on_crossed=lambda run, key: crossed.append((run, key)),
+    )
+    return rows, crossed
+
+
+async def test_the_write_that_crosses_a_run_budget_notifies_it_at_commit(
+    pg_store: PostgresStore,
+) -> None:
+    await _claimed(pg_store)
+    rows, crossed = _watched(pg_store, Watch(ORCH.id, "overall", 100, True, True, None))
+    # 40 + 30 (cache creation) = 70 of 100: not crossed
+    below = InstanceRow(ORCH.id, "i000", "running", input_tokens=40, cache_creation_tokens=30)
+    assert await _heard(pg_store, rows, below) == "nothing"
+    assert crossed == []
+    # another instance's 31 takes the run to 101 (the first row counted as committed)
+    over = InstanceRow(ORCH.id, "i001", "running", output_tokens=31)
+    assert await _heard(pg_store, rows, over) == f"{ORCH.id}\toverall\t101"
+    assert crossed == [(ORCH.id, "overall")]
+    got = {r.name: r for r in await pg_store.list_instances(ORCH.id)}
+    assert got["i001"].output_tokens == 31  # the rows are written all the same
+
+
+async def test_a_watch_counts_what_its_budget_counts(pg_store: PostgresStore) -> None:
+    await _claimed(pg_store)
+    cached = InstanceRow(ORCH.id, "i000", "running", input_tokens=10, cache_read_tokens=500)
+    cmd = frozenset({"i001", "i002"})
+    rows, crossed = _watched(
+        pg_store,
+        Watch(ORCH.id, "overall", 100, True, False, None),  # cache reads not counted
+        Watch(ORCH.id, "command:/x:usd", 1.0, False, True, cmd),  # i001 + i002's cost
+        Watch("another-run", "overall", 1, True, True, None),  # no row of it written
+    )
+    outside = InstanceRow(ORCH.id, "i003", "running", cost_usd=5.0)
+    assert await _heard(pg_store, rows, cached, outside) == "nothing"
+    inside = InstanceRow(ORCH.id, "i001", "running", cost_usd=0.75)
+    assert await _heard(pg_store, rows, inside) == "nothing"
+    inside2 = InstanceRow(ORCH.id, "i002", "running", cost_usd=0.5)
+    assert await _heard(pg_store, rows, inside2) == f"{ORCH.id}\tcommand:/x:usd\t1.25"
+    assert crossed == [(ORCH.id, "command:/x:usd")]
+
+
+async def test_a_fenced_write_does_not_notify_its_crossing(pg_store: PostgresStore) -> None:
+    await _claimed(pg_store)
+    await pg_store.pool.execute("UPDATE instances SET claim_epoch = 2 WHERE name = 'i000'")
+    rows, crossed = _watched(pg_store, Watch(ORCH.id, "overall", 100, True, True, None))
+    stale = InstanceRow(ORCH.id, "i000", "running", input_tokens=1000)
+    assert await _heard(pg_store, rows, stale) == "nothing"
+    assert crossed == []

@@ -102,9 +102,12 @@ def test_shared_budgets_add_the_other_runners_use_once() -> None:
     from coordinator.db.rows import InstanceRow
     from coordinator.fleet.budgets import (
         SharedTally,
+        Watch,
         alarm_payload,
+        command_groups,
         exceeded_keys,
         parse_alarm,
+        watches,
     )
     from coordinator.plan import RunOptions, build_plan
 
@@ -148,6 +151,18 @@ def test_shared_budgets_add_the_other_runners_use_once() -> None:
         ("command:/x", True),
     }
     assert exceeded_keys(book) == {"overall": 1001.0, "command:/x": 600.0}  # announced
+    assert watches("t", book, command_groups(plan)) == []  # exceeded: nothing to watch
+
+    # what the row writes watch: the shared budgets not known exceeded; a command budget
+    # covers that command's instances of the whole run, not only the hosted one
+    unseen = budgets_from_plan(alone)
+    assert watches("t", unseen, command_groups(plan)) == [
+        Watch("t", "overall", 1000, True, True, None),
+        Watch("t", "command:/x", 500, True, True, frozenset({"a", "b"})),
+    ]
+    assert [w.key for w in watches("t", unseen, command_groups(plan), ["overall"])] == [
+        "command:/x"
+    ]
 
     # another runner's announcement: the crossing as a poll would show it, once, with the
     # run's use; the next poll goes on from there without counting anything twice
