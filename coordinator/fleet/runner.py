@@ -853,13 +853,11 @@ class Runner:
         """Not renewed for most of the lease: stopped, and killed with a margin before the
         lease ends (across a cut link a query hangs: the lease's thread gave up on it)."""
         since = self.lease.since_renewed() if self.lease is not None else since
-        for held in list(self.held.values()):
-            self._hand_back(
-                held,
-                f"lease not renewed for {since:.1f}s (database unreachable): "
-                "stopped so no other copy overlaps",
-                kill_within(since, self.me.lease_s),
-            )
+        self._hand_back_all(
+            f"lease not renewed for {since:.1f}s (database unreachable): "
+            "stopped so no other copy overlaps",
+            since,
+        )
         if self.lease is not None:
             self.lease.lapse_acted()
 
@@ -867,12 +865,13 @@ class Runner:
         """This process was stopped for most of the lease: the guardian's watchdog reaped
         its instances meanwhile; they are queued again."""
         since = self.lease.since_renewed() if self.lease is not None else frozen
+        self._hand_back_all(f"runner frozen for {frozen:.0f}s: its guardian stopped it", since)
+
+    def _hand_back_all(self, why: str, since_renewed: float) -> None:
+        """Every held instance handed back, killed before the lease ``since_renewed`` ago
+        ends."""
         for held in list(self.held.values()):
-            self._hand_back(
-                held,
-                f"runner frozen for {frozen:.0f}s: its guardian stopped it",
-                kill_within(since, self.me.lease_s),
-            )
+            self._hand_back(held, why, kill_within(since_renewed, self.me.lease_s))
 
     def _backstop(self) -> None:
         """On the lease's thread: this loop has not stopped its copies by the kill-by

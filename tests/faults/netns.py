@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,20 @@ class Namespace:
         _ip("link", "set", self.outer, "down")
 
     def mend(self) -> None:
+        """The link back, and usable before this returns: the bridge port forwarding and
+        the namespace's neighbour entries of the cut (failed lookups) gone. Without the
+        wait, a connection made at once could still fail with EHOSTUNREACH."""
         _ip("link", "set", self.outer, "up")
+        _ip("netns", "exec", self.name, "ip", "neigh", "flush", "all", check=False)
+        port = Path("/sys/class/net") / self.outer
+        deadline = time.monotonic() + 15
+        while not (
+            (port / "operstate").read_text().strip() == "up"
+            and (port / "brport" / "state").read_text().strip() == "3"  # forwarding
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.outer} did not come back up within 15 s")
+            time.sleep(0.02)
 
     def pids(self) -> list[int]:
         """Processes in this namespace (none left = no orphans on this host)."""
