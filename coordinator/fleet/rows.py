@@ -166,7 +166,7 @@ class FencedRows:
     async def _statement(self, writes: list[_Write]) -> set[tuple[str, str]]:
         args = _columns([w.row for w in writes], _instance_args)
         watched = list(self._watching()) if self._watching is not None else []
-        members = [(i, n) for i, b in enumerate(watched, 1) for n in sorted(b.members or ())]
+        members = [(i, n) for i, b in enumerate(watched, 1) for n in b.members or ()]
         with database_errors("write instances"):
             records = await self.pool.fetch(
                 _sql("fenced_update_instances"),

@@ -11,7 +11,7 @@ import pytest
 from coordinator.db.postgres import PostgresStore
 from coordinator.db.rows import InstanceRow, OrchestrationRow
 from coordinator.errors import DatabaseError
-from coordinator.fleet.budgets import Watch
+from coordinator.fleet.budgets import Watch, parse_alarm
 from coordinator.fleet.rows import FencedRows
 
 pytestmark = pytest.mark.postgres
@@ -172,7 +172,9 @@ async def test_the_write_that_crosses_a_run_budget_notifies_it_at_commit(
     assert crossed == []
     # another instance's 31 takes the run to 101 (the first row counted as committed)
     over = InstanceRow(ORCH.id, "i001", "running", output_tokens=31)
-    assert await _heard(pg_store, rows, over) == f"{ORCH.id}\toverall\t101"
+    heard = await _heard(pg_store, rows, over)
+    assert heard == f"{ORCH.id}\toverall\t101"
+    assert parse_alarm(heard) == (ORCH.id, "overall", 101.0)  # what the runners read
     assert crossed == [(ORCH.id, "overall")]
     got = {r.name: r for r in await pg_store.list_instances(ORCH.id)}
     assert got["i001"].output_tokens == 31  # the rows are written all the same
